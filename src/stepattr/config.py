@@ -1,0 +1,73 @@
+"""Configuration checks that a JSON schema cannot express.
+
+The schema (config/schema.yaml, applied by Snakemake's ``validate()``) catches unknown keys and
+wrong types. :func:`check_config` then checks the relations between keys, so that a config
+that would fail hours into a run fails before any job starts, naming the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from stepattr.diffusion import Schedule, check_model_config
+
+
+class ConfigError(ValueError):
+    """A configuration value the workflow cannot run with."""
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value cannot work."""
+    try:
+        check_model_config(cfg["model"], int(cfg["dataset"]["image_size"]))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    diff = cfg["diffusion"]
+    if diff["beta_start"] >= diff["beta_end"]:
+        raise ConfigError(
+            f"diffusion.beta_start = {diff['beta_start']} must be below "
+            f"diffusion.beta_end = {diff['beta_end']}"
+        )
+    steps = int(diff["num_train_timesteps"])
+    for i, t in enumerate(cfg["sampling"]["grid"]):
+        if not 0 <= t < steps:
+            raise ConfigError(
+                f"sampling.grid[{i}] = {t} is outside [0, {steps}) "
+                "(diffusion.num_train_timesteps)"
+            )
+    n_inf = int(cfg["sampling"].get("inference_steps", steps))
+    if not 1 <= n_inf <= steps:
+        raise ConfigError(f"sampling.inference_steps = {n_inf} must lie in [1, {steps}]")
+    on_schedule = set(Schedule.from_config(diff).inference_timesteps(n_inf))
+    off = [t for t in cfg["sampling"]["grid"] if t not in on_schedule]
+    if off:
+        raise ConfigError(
+            f"sampling.grid steps {off} are not on the {n_inf}-step sampler's schedule "
+            f"(multiples of {steps // n_inf} up to {max(on_schedule)})"
+        )
+    alpha = cfg["subsets"]["alpha"]
+    if not 0 < alpha < 1:
+        raise ConfigError(f"subsets.alpha = {alpha} must lie in (0, 1)")
+    dataset = cfg["dataset"]
+    needs = {"cifar10": ("url", "md5"), "image_folder": ("path",)}
+    for key in needs.get(dataset["source"], ()):
+        if key not in dataset:
+            raise ConfigError(f"dataset.{key} is required when dataset.source = {dataset['source']}")
+
+
+def validate_file(config_path: str | Path, schema_path: str | Path) -> dict[str, Any]:
+    """Load a YAML config, validate it against the schema and :func:`check_config` (for tests)."""
+    cfg = yaml.safe_load(Path(config_path).read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    try:
+        jsonschema.validate(cfg, schema)
+    except jsonschema.ValidationError as err:
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{config_path}: {key}: {err.message}") from err
+    check_config(cfg)
+    return cfg
