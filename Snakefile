@@ -12,6 +12,12 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/sample.smk"
+include: "rules/featurize.smk"
+include: "rules/score.smk"
+include: "rules/transitions.smk"
+include: "rules/lds.smk"
 
 
 rule all:

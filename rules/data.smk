@@ -1,0 +1,1 @@
+# Rules: data (to be written)

@@ -1,0 +1,1 @@
+# Rules: featurize (to be written)

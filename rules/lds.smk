@@ -1,0 +1,1 @@
+# Rules: lds (to be written)

@@ -1,0 +1,1 @@
+# Rules: sample (to be written)

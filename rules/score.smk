@@ -1,0 +1,1 @@
+# Rules: score (to be written)

@@ -1,0 +1,1 @@
+# Rules: train (to be written)

@@ -1,0 +1,1 @@
+# Rules: transitions (to be written)
