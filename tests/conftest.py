@@ -1,0 +1,45 @@
+"""Shared test fixtures: repo paths, the snakemake executable, tiny configs."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def snakemake_exe() -> str:
+    """The snakemake beside this interpreter (the venv's), else the one on PATH."""
+    local = Path(sys.executable).with_name("snakemake")
+    found = str(local) if local.exists() else shutil.which("snakemake")
+    if not found:
+        pytest.fail("snakemake is not installed in this environment")
+    return found
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory: pytest.TempPathFactory, snakemake_exe: str) -> Path:
+    """Run the whole DAG once on config/ci.yaml into a temporary outdir; return that outdir.
+
+    Session-scoped so the integration test and the report test share one run.
+    """
+    import subprocess
+
+    outdir = tmp_path_factory.mktemp("ci") / "results"
+    proc = subprocess.run(
+        [snakemake_exe, "--cores", "2", "--configfile", "config/ci.yaml",
+         "--config", f"outdir={outdir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=3600, check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the ci DAG failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return outdir

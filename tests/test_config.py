@@ -1,0 +1,137 @@
+"""Config validation: the shipped configs pass; schema and semantic errors fail naming the key.
+
+Errors are checked twice where it matters: through stepattr.config.validate_file (what the
+library offers) and through snakemake itself (what a user sees: the run stops before any job).
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stepattr.config import ConfigError, check_config, validate_file
+
+CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml"]
+
+
+@pytest.fixture(scope="module")
+def default_cfg(repo: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo / "config/config.yaml").read_text())
+
+
+def write_config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake_dry_run(exe: str, repo: Path, configfile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [exe, "-n", "--cores", "1", "--configfile", str(configfile)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("configfile", CONFIGS)
+def test_shipped_configs_validate(repo: Path, configfile: str) -> None:
+    cfg = validate_file(repo / configfile, repo / "config/schema.yaml")
+    assert cfg["dataset"]["source"] in {"mnist5k", "cifar10", "image_folder"}
+
+
+def misspelled_key(cfg: dict[str, Any]) -> None:
+    cfg["dataset"]["image_sise"] = cfg["dataset"].pop("image_size")
+
+
+def wrong_type(cfg: dict[str, Any]) -> None:
+    cfg["train"]["steps"] = "many"
+
+
+SCHEMA_ERRORS = [
+    pytest.param(misspelled_key, "image_sise", id="misspelled-key"),
+    pytest.param(wrong_type, "steps", id="wrong-type"),
+]
+
+
+@pytest.mark.parametrize(("breakage", "key"), SCHEMA_ERRORS)
+def test_schema_errors_name_the_key(
+    repo: Path, tmp_path: Path, default_cfg, breakage: Callable, key: str
+) -> None:
+    cfg = copy.deepcopy(default_cfg)
+    breakage(cfg)
+    with pytest.raises(ConfigError, match=key):
+        validate_file(write_config(tmp_path, cfg), repo / "config/schema.yaml")
+
+
+@pytest.mark.parametrize(("breakage", "key"), SCHEMA_ERRORS)
+def test_snakemake_stops_on_schema_errors(
+    repo: Path, tmp_path: Path, default_cfg, snakemake_exe: str, breakage: Callable, key: str
+) -> None:
+    cfg = copy.deepcopy(default_cfg)
+    breakage(cfg)
+    proc = snakemake_dry_run(snakemake_exe, repo, write_config(tmp_path, cfg))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert key in output, output
+    assert "Job stats" not in output, output  # stopped before building the DAG
+
+
+def set_path(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        cfg = cfg[part]
+    cfg[last] = value
+
+
+SEMANTIC_ERRORS = [  # (dotted key, bad value, text the error must contain)
+    ("model.norm_num_groups", 5, "model.norm_num_groups"),
+    ("dataset.image_size", 18, "dataset.image_size"),
+    ("subsets.alpha", 1.5, "subsets.alpha"),
+    ("subsets.alpha", 0.0, "subsets.alpha"),
+    ("sampling.grid", [900, 1000], "sampling.grid[1]"),
+    ("sampling.grid", [925, 0], "sampling.grid"),
+]
+
+
+@pytest.mark.parametrize(("dotted", "value", "key"), SEMANTIC_ERRORS)
+def test_semantic_errors_name_the_key(
+    repo: Path, tmp_path: Path, default_cfg, dotted: str, value: Any, key: str
+) -> None:
+    cfg = copy.deepcopy(default_cfg)
+    set_path(cfg, dotted, value)
+    if dotted == "sampling.grid" and value[0] == 925:
+        cfg["sampling"]["inference_steps"] = 20  # schedule 950, 900, ..., 0: 925 is off it
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace(".", r"\.")):
+        validate_file(write_config(tmp_path, cfg), repo / "config/schema.yaml")
+
+
+def test_check_config_alone_catches_relations(default_cfg) -> None:
+    """The relations the schema cannot express, without the schema in front of them."""
+    for dotted, value, key in SEMANTIC_ERRORS:
+        cfg = copy.deepcopy(default_cfg)
+        set_path(cfg, dotted, value)
+        if value == [925, 0]:
+            cfg["sampling"]["inference_steps"] = 20
+        with pytest.raises(ConfigError) as err:
+            check_config(cfg)
+        assert key in str(err.value), (dotted, str(err.value))
+
+
+def test_snakemake_stops_on_semantic_error(
+    repo: Path, tmp_path: Path, default_cfg, snakemake_exe: str
+) -> None:
+    cfg = copy.deepcopy(default_cfg)
+    cfg["model"]["norm_num_groups"] = 5
+    proc = snakemake_dry_run(snakemake_exe, repo, write_config(tmp_path, cfg))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "model.norm_num_groups" in output, output
