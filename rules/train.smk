@@ -1,1 +1,94 @@
-# Rules: train (to be written)
+# Rules: train. Random training subsets, the full-data TRAK ensemble and the subset models
+# (stepattr.subsets, stepattr.training). A killed training job resumes from
+# {OUT}/.train_state/{model_id}.pt; a finished model is never retrained.
+
+
+rule make_subsets:
+    input:
+        train=f"{DATA}/train.npz",
+    output:
+        masks=f"{OUT}/subsets/masks.npy",
+        table=f"{OUT}/subsets/subsets.csv",
+    log:
+        f"{LOGS}/make_subsets/make_subsets.log",
+    params:
+        scored=config["subsets"]["count"],
+        heldout=config["subsets"]["heldout"],
+        alpha=config["subsets"]["alpha"],
+        seed=config["subsets"]["seed"],
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/make_subsets.py"
+
+
+rule train:
+    input:
+        train=f"{DATA}/train.npz",
+        manifest=f"{DATA}/manifest.json",
+    output:
+        **model_dir_files("full_{i}"),
+    wildcard_constraints:
+        i=r"\d+",
+    log:
+        f"{LOGS}/train/full_{{i}}.log",
+    benchmark:
+        f"{BENCH}/train/full_{{i}}.tsv"
+    params:
+        model_id="full_{i}",
+        state=train_state("full_{i}"),
+        seed=full_model_seed,
+        steps=config["train"]["steps"],
+        subset_row=None,
+        model=config["model"],
+        train=config["train"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
+        runtime=train_runtime(config["train"]["steps"]),
+        gpu=gpu_resource(),
+    script:
+        "../scripts/train.py"
+
+
+rule retrain:
+    input:
+        train=f"{DATA}/train.npz",
+        manifest=f"{DATA}/manifest.json",
+        masks=f"{OUT}/subsets/masks.npy",
+    output:
+        **model_dir_files("subset_{j}_s{s}"),
+    wildcard_constraints:
+        j=r"\d+",
+        s=r"\d+",
+    log:
+        f"{LOGS}/retrain/subset_{{j}}_s{{s}}.log",
+    benchmark:
+        f"{BENCH}/retrain/subset_{{j}}_s{{s}}.tsv"
+    params:
+        model_id="subset_{j}_s{s}",
+        state=train_state("subset_{j}_s{s}"),
+        seed=subset_model_seed,
+        steps=config["subsets"]["train_steps"],
+        subset_row=subset_row,
+        model=config["model"],
+        train=config["train"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
+        runtime=train_runtime(config["subsets"]["train_steps"]),
+        gpu=gpu_resource(),
+    script:
+        "../scripts/train.py"

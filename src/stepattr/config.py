@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import torch
 import yaml
 
-from stepattr.diffusion import Schedule, check_model_config
+from stepattr.diffusion import Schedule, build_unet, check_model_config
+from stepattr.trak.factored import plan_factors
+from stepattr.trak.methods import attribution_methods, attribution_projectors
 
 
 class ConfigError(ValueError):
@@ -37,8 +40,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     for i, t in enumerate(cfg["sampling"]["grid"]):
         if not 0 <= t < steps:
             raise ConfigError(
-                f"sampling.grid[{i}] = {t} is outside [0, {steps}) "
-                "(diffusion.num_train_timesteps)"
+                f"sampling.grid[{i}] = {t} is outside [0, {steps}) (diffusion.num_train_timesteps)"
             )
     n_inf = int(cfg["sampling"].get("inference_steps", steps))
     if not 1 <= n_inf <= steps:
@@ -57,7 +59,37 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     needs = {"cifar10": ("url", "md5"), "image_folder": ("path",)}
     for key in needs.get(dataset["source"], ()):
         if key not in dataset:
-            raise ConfigError(f"dataset.{key} is required when dataset.source = {dataset['source']}")
+            raise ConfigError(
+                f"dataset.{key} is required when dataset.source = {dataset['source']}"
+            )
+    check_attribution(cfg)
+    for i, pair in enumerate(cfg.get("counterfactual", {}).get("pairs", [])):
+        if pair["target"] >= cfg["sampling"]["num_targets"]:
+            raise ConfigError(
+                f"counterfactual.pairs[{i}].target = {pair['target']} must be below "
+                f"sampling.num_targets = {cfg['sampling']['num_targets']}"
+            )
+        if pair["step"] is not None and pair["step"] not in cfg["sampling"]["grid"]:
+            raise ConfigError(
+                f"counterfactual.pairs[{i}].step = {pair['step']} is not in sampling.grid"
+            )
+
+
+def check_attribution(cfg: Mapping[str, Any]) -> None:
+    """Projectors: distinct method names, and a proj_dim the factored layout can split.
+
+    The factored plan is made on a meta-device UNet of the config (no memory, no weights), so
+    a model it cannot cover or a too small ``attribution.proj_dim`` fails here, not in a job.
+    """
+    att = cfg["attribution"]
+    try:
+        attribution_methods(att)
+        if "factored" in attribution_projectors(att):
+            with torch.device("meta"):
+                unet = build_unet(cfg["model"], int(cfg["dataset"]["image_size"]), 1)
+            plan_factors(unet, int(att["proj_dim"]))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def validate_file(config_path: str | Path, schema_path: str | Path) -> dict[str, Any]:

@@ -34,7 +34,9 @@ class Schedule:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Schedule:
-        return cls(int(cfg["num_train_timesteps"]), float(cfg["beta_start"]), float(cfg["beta_end"]))
+        return cls(
+            int(cfg["num_train_timesteps"]), float(cfg["beta_start"]), float(cfg["beta_end"])
+        )
 
     @property
     def betas(self) -> torch.Tensor:
@@ -125,8 +127,7 @@ def check_model_config(model_cfg: Mapping[str, Any], image_size: int, where: str
     bad = [lvl for lvl in model_cfg.get("attention_levels", []) if lvl >= len(chans)]
     if bad:
         raise ValueError(
-            f"{where}.attention_levels {bad} name levels that do not exist "
-            f"(there are {len(chans)})"
+            f"{where}.attention_levels {bad} name levels that do not exist (there are {len(chans)})"
         )
 
 
@@ -188,7 +189,9 @@ def load_model(
         unet = UNet2DModel(**meta["unet"])
         schedule = Schedule(**meta["schedule"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{cfg_path}: not a model config written by this workflow ({err})") from err
+        raise ValueError(
+            f"{cfg_path}: not a model config written by this workflow ({err})"
+        ) from err
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
@@ -240,20 +243,33 @@ def ddpm_step(
     return mean.to(x_t.dtype), x0hat.to(x_t.dtype)
 
 
+def _draw_noise(
+    shape: torch.Size, generator: torch.Generator | Sequence[torch.Generator]
+) -> torch.Tensor:
+    """Standard normal noise from one generator, or one generator per row."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} rows")
+    return torch.stack([torch.randn(shape[1:], generator=g) for g in generator])
+
+
 @torch.no_grad()
 def sample(
     unet: torch.nn.Module,
     schedule: Schedule,
     x_start: torch.Tensor,
     timesteps: Sequence[int],
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     record: Sequence[int] = (),
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """Ancestral sampling from ``x_start`` (the latent at ``timesteps[0]``) down to x_0.
 
     Noise is drawn on the CPU from ``generator`` and moved to the model's device, so a seed
-    gives the same trajectory on CPU and GPU up to float rounding. Returns the final x_0 and,
+    gives the same trajectory on CPU and GPU up to float rounding. ``generator`` may also be a
+    sequence with one generator per row of ``x_start``: each row's noise then depends only on
+    its own seed, not on the batch it runs in. Returns the final x_0 and,
     for every step in ``record``, ``(x_t, x0hat_t)`` as CPU tensors.
     """
     device = next(unet.parameters()).device
@@ -266,7 +282,7 @@ def sample(
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         eps = unet(x, t_batch).sample
-        noise = torch.randn(x.shape, generator=generator).to(device)
+        noise = _draw_noise(x.shape, generator).to(device)
         x_next, x0hat = ddpm_step(eps, x, t, t_prev, ac, noise)
         if t in wanted:
             recorded[t] = (x.cpu(), x0hat.cpu())

@@ -30,7 +30,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix
+        dir=dest.parent,
+        prefix=f".{dest.name}.",
+        suffix=suffix if suffix is not None else dest.suffix,
     )
     os.close(fd)
     tmp_path = Path(tmp)

@@ -52,7 +52,10 @@ def target_draws(
     ``target_ids`` are global target numbers (unique across target sets), so two targets
     never share noises while every model evaluates a target with the same ones.
     """
-    ns = [torch.randn((num_draws, *shape), generator=_generator(seed, 1, tid, step)) for tid in target_ids]
+    ns = [
+        torch.randn((num_draws, *shape), generator=_generator(seed, 1, tid, step))
+        for tid in target_ids
+    ]
     ts = torch.full((len(target_ids), num_draws), int(step), dtype=torch.long)
     return ts, torch.stack(ns)
 

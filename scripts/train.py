@@ -1,0 +1,33 @@
+"""Rules train and retrain: one DDPM model -> {MODELS}/{model_id}/ (stepattr.training)."""
+
+import sys
+
+smk = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+sys.stderr = sys.stdout = open(smk.log[0], "w", buffering=1)
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from stepattr.diffusion import resolve_device  # noqa: E402
+from stepattr.training import train_and_save  # noqa: E402
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+torch.set_num_threads(smk.threads)
+p = smk.params
+train_and_save(
+    train_split=smk.input.train,
+    manifest=smk.input.manifest,
+    masks=smk.input.get("masks"),
+    out_dir=Path(smk.output.model).parent,
+    state_path=p.state,
+    model_cfg=dict(p.model),
+    train_cfg=dict(p.train),
+    diffusion_cfg=dict(p.diffusion),
+    model_id=p.model_id,
+    seed=int(p.seed),
+    steps=int(p.steps),
+    subset_row=p.subset_row,
+    device=resolve_device(p.device),
+)
