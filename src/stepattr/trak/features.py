@@ -1,0 +1,198 @@
+"""Projected TRAK features of training examples and of targets at each denoising step.
+
+The featurizer is a strategy: anything with ``dim``, ``__call__(x0, timesteps, noises, mask)
+-> (B, k)`` and ``describe()`` (the :class:`Featurizer` protocol). The dense strategy,
+:class:`GradientFeaturizer`, forms per-example gradients and hands them to a swappable
+:class:`~stepattr.trak.projectors.Projector`; a strategy that never forms the full gradient
+(a factored projection) plugs in through :func:`make_featurizer` and reuses the drivers below:
+implement the protocol in its own module, return it from :func:`make_featurizer` for its
+``attribution.projector`` name, and its methods get their name suffix from
+:data:`stepattr.trak.methods.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
+
+The drivers draw the random (timestep, noise) pairs per example from
+:mod:`stepattr.outputs` (seeded by example, never by batch), so features do not depend on the
+batch size or on how the training set is sharded, and every model sees the same draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stepattr.outputs import OUTPUT_FUNCTIONS, target_draws, train_draws
+from stepattr.trak.factored import FactoredFeaturizer
+from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model
+from stepattr.trak.projectors import Projector, make_projector
+
+
+class Featurizer(Protocol):
+    """Maps a batch of examples with their draws to k-dimensional features."""
+
+    dim: int
+
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        timesteps: torch.Tensor,
+        noises: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` -> features ``(B, k)``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able identity: two feature files are comparable only if these are equal."""
+        ...
+
+
+class GradientFeaturizer:
+    """Dense strategy: the full per-example gradient (vmap), then a random projection."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        output_function: str,
+        alphas_cumprod: torch.Tensor,
+        projector: Projector,
+        draws_per_pass: int | None = None,
+    ) -> None:
+        if output_function not in OUTPUT_FUNCTIONS:
+            raise ValueError(
+                f"unknown output function {output_function!r}; expected one of {OUTPUT_FUNCTIONS}"
+            )
+        if projector.num_params != num_parameters(model):
+            raise ValueError(
+                f"projector expects {projector.num_params} parameters, "
+                f"the model has {num_parameters(model)}"
+            )
+        self.model = prepare_model(model)
+        self.output_function = output_function
+        self.alphas_cumprod = alphas_cumprod
+        self.projector = projector
+        self.draws_per_pass = draws_per_pass
+        self.dim = projector.dim
+        param = next(model.parameters())
+        self._device, self._dtype = param.device, param.dtype
+
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        timesteps: torch.Tensor,
+        noises: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        grads = per_example_gradients(
+            self.model,
+            self.output_function,
+            self.alphas_cumprod,
+            x0.to(self._device, self._dtype),
+            timesteps.to(self._device),
+            noises.to(self._device, self._dtype),
+            None if mask is None else mask.to(self._device, self._dtype),
+            self.draws_per_pass,
+        )
+        return self.projector.project(grads)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "featurizer": "gradient",
+            "output_function": self.output_function,
+            **self.projector.describe(),
+        }
+
+
+def make_featurizer(
+    model: torch.nn.Module,
+    output_function: str,
+    alphas_cumprod: torch.Tensor,
+    projector: str,
+    dim: int,
+    seed: int,
+    draws_per_pass: int | None = None,
+) -> Featurizer:
+    """Config ``attribution.projector`` -> the featurizer strategy that implements it.
+
+    ``draws_per_pass`` (config ``attribution.draws_per_pass``) bounds the images per vmap (or,
+    factored, forward+backward) pass to batch x draws_per_pass; None puts all K (or R) draws of
+    a batch in one pass. ``factored`` (:mod:`stepattr.trak.factored`) spreads ``dim`` over the
+    layers by its own rule; its ``dim`` attribute is the exact size.
+    """
+    if projector == "factored":
+        return FactoredFeaturizer(model, output_function, alphas_cumprod, dim, seed, draws_per_pass)
+    device = next(model.parameters()).device
+    dense = make_projector(projector, num_parameters(model), dim, seed, device)
+    return GradientFeaturizer(model, output_function, alphas_cumprod, dense, draws_per_pass)
+
+
+def shard_indices(num_examples: int, shards: int, shard: int) -> np.ndarray:
+    """Indices of one of ``shards`` near-equal contiguous slices of ``range(num_examples)``."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside [0, {shards}) (attribution.shards)")
+    return np.array_split(np.arange(num_examples), shards)[shard]
+
+
+def train_features(
+    featurizer: Featurizer,
+    images: torch.Tensor,
+    indices: Sequence[int],
+    num_draws: int,
+    seed: int,
+    num_train_timesteps: int,
+    batch_size: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features ``(N, k)`` float32 of training images ``(N,C,H,W)`` in [-1, 1].
+
+    ``indices`` are the images' positions in the training split: they seed each example's
+    K = ``num_draws`` (timestep, noise) draws, so a shard gives the rows the whole split gives.
+    """
+    if len(indices) != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {len(indices)} indices")
+    out = np.empty((images.shape[0], featurizer.dim), dtype=np.float32)
+    starts = range(0, images.shape[0], batch_size)
+    for start in tqdm(starts, desc="train features", disable=not progress, mininterval=10):
+        stop = min(start + batch_size, images.shape[0])
+        ts, ns = train_draws(
+            seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps
+        )
+        out[start:stop] = featurizer(images[start:stop], ts, ns).float().cpu().numpy()
+    return out
+
+
+def target_features(
+    featurizer: Featurizer,
+    x0hat: torch.Tensor,
+    target_ids: Sequence[int],
+    grid: Sequence[int],
+    num_draws: int,
+    seed: int,
+    batch_size: int,
+    mask: torch.Tensor | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Target features ``(N, G, k)`` float32: gradients of f_t around x0hat[:, g], t = grid[g].
+
+    ``target_ids`` are global target numbers; with the step they seed the R = ``num_draws``
+    noises, so every model is evaluated with the same noises. ``mask`` (H, W) or (C, H, W)
+    restricts the output function to a patch.
+    """
+    n, g = x0hat.shape[:2]
+    if g != len(grid) or len(target_ids) != n:
+        raise ValueError(
+            f"x0hat {tuple(x0hat.shape)} does not match grid ({len(grid)} steps) "
+            f"and target_ids ({len(target_ids)})"
+        )
+    out = np.empty((n, g, featurizer.dim), dtype=np.float32)
+    jobs = [(gi, start) for gi in range(g) for start in range(0, n, batch_size)]
+    for gi, start in tqdm(jobs, desc="target features", disable=not progress, mininterval=10):
+        stop = min(start + batch_size, n)
+        ts, ns = target_draws(
+            seed, target_ids[start:stop], int(grid[gi]), num_draws, x0hat.shape[2:]
+        )
+        feats = featurizer(x0hat[start:stop, gi], ts, ns, mask)
+        out[start:stop, gi] = feats.float().cpu().numpy()
+    return out
