@@ -1,0 +1,56 @@
+"""Rule lds: per-step and D-TRAK-protocol LDS tables of every method (CSV + Markdown)."""
+
+import sys
+
+smk = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+sys.stderr = sys.stdout = open(smk.log[0], "w", buffering=1)
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from stepattr.io import load_json, save_csv, save_text  # noqa: E402
+from stepattr.lds_report import header_lines, markdown_table  # noqa: E402
+from stepattr.lds_workflow import lds_frames  # noqa: E402
+from stepattr.subset_outputs import load_subset_outputs  # noqa: E402
+from stepattr.target_sets import load_target_sets  # noqa: E402
+
+targets = load_target_sets(smk.input.targets, smk.params.target_sets)
+rows, f, dtrak = load_subset_outputs(smk.input.outputs, smk.params.scored_models, targets.target_id)
+masks = np.load(smk.input.masks)[rows]
+cfg = smk.params.lds
+score_dirs = {Path(p).parent.name: Path(p).parent for p in smk.input.scores if p.endswith(".npy")}
+steps, whole, labels = lds_frames(
+    score_dirs, targets, masks, f, dtrak, cfg["bootstrap"], cfg["seed"], cfg["ci_level"]
+)
+lambdas = {}
+for method, directory in score_dirs.items():
+    lam = load_json(f"{directory}/meta.json").get("lambda")
+    if lam is not None:
+        lambdas[method] = lam
+header = header_lines(
+    smk.params.provenance,
+    smk.params.seeds,
+    smk.params.subsets,
+    cfg,
+    smk.params.resamples,
+    {name: int((targets.target_set == name).sum()) for name in smk.params.target_sets},
+    lambdas,
+    [
+        smk.input.masks,
+        f"{len(smk.input.outputs)} files like {smk.input.outputs[0]}",
+        f"{Path(smk.input.scores[0]).parent.parent}/<method>/scores.npy",
+    ],
+)
+for frame in (steps, whole):
+    frame.insert(1, "label", frame["method"].map(labels))
+print(steps.to_string())
+print(whole.to_string())
+save_csv(smk.output.csv, steps)
+save_csv(smk.output.dtrak_csv, whole)
+save_text(smk.output.md, markdown_table(steps, "LDS per denoising step", header, labels))
+dtrak_header = header + [
+    "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
+    "timesteps; prediction = each method's scores averaged over the grid steps"
+]
+save_text(smk.output.dtrak_md, markdown_table(whole, "LDS, D-TRAK protocol", dtrak_header, labels))

@@ -1,0 +1,140 @@
+"""Linear datamodeling score (LDS): do attribution scores predict retraining on subsets?
+
+For a target x and subsets S_1..S_M of the training set, an attribution tau(x, i) predicts
+the effect of training on S_j as ``predicted_j = sum_{i in S_j} tau(x, i)`` (``masks @ scores``).
+The LDS of one target is the Spearman correlation, across subsets, between the prediction and
+the output of the models actually trained on S_j; LDS_t is its mean over targets, with a
+percentile bootstrap CI that resamples targets.
+
+Sign: every score in this workflow is positive when including z_i *lowers* the target's loss
+(pushes the model toward the target; similarity baselines: similar = positive). The ground
+truth is a loss, so the prediction is correlated with the *negated* loss, and a method that
+predicts retraining well gets a positive LDS.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+@dataclass(frozen=True)
+class LDS:
+    """Mean per-target Spearman correlation with its bootstrap CI."""
+
+    lds: float
+    ci_low: float
+    ci_high: float
+    n_targets: int
+    n_excluded: int
+
+
+def predicted_outputs(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``(..., n)`` scores and ``(M, n)`` boolean masks -> ``(..., M)`` summed subset scores."""
+    masks = np.asarray(masks)
+    if masks.dtype != bool:
+        raise ValueError(f"subset masks must be boolean, got {masks.dtype}")
+    if masks.ndim != 2 or scores.shape[-1] != masks.shape[1]:
+        raise ValueError(
+            f"scores {scores.shape} and masks {masks.shape} disagree on the number of "
+            "training examples"
+        )
+    return np.asarray(scores, dtype=np.float64) @ masks.T.astype(np.float64)
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation along the last axis (average ranks for ties).
+
+    Where either vector is constant (or holds a NaN) the correlation is undefined: NaN.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot correlate arrays of shapes {a.shape} and {b.shape}")
+    if a.shape[-1] < 2:
+        raise ValueError(f"need at least 2 subsets to correlate, got {a.shape[-1]}")
+    ra = rankdata(a, axis=-1, nan_policy="propagate")
+    rb = rankdata(b, axis=-1, nan_policy="propagate")
+    ra = ra - ra.mean(axis=-1, keepdims=True)
+    rb = rb - rb.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((ra * ra).sum(axis=-1) * (rb * rb).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ra * rb).sum(axis=-1) / denom
+    return np.where(denom > 0, rho, np.nan)
+
+
+def lds_per_target(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Spearman(predicted, -loss) per target (and step).
+
+    ``scores`` (..., n), ``masks`` (M, n), ``losses`` (..., M): the ground-truth loss of each
+    target under the model(s) trained on each subset. Returns ``(...)``, NaN where undefined.
+    """
+    predicted = predicted_outputs(masks, scores)
+    if predicted.shape != np.shape(losses):
+        raise ValueError(
+            f"predictions {predicted.shape} and ground-truth losses {np.shape(losses)} differ"
+        )
+    return spearman_rows(predicted, -np.asarray(losses, dtype=np.float64))
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> LDS:
+    """Mean of per-target values with a percentile bootstrap CI over targets.
+
+    NaN values (undefined correlations) are excluded, counted, and reported in a warning.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    excluded = values.size - finite.size
+    if excluded:
+        warnings.warn(
+            f"{excluded} of {values.size} targets have an undefined Spearman correlation "
+            "(constant prediction or ground truth); they are excluded from the LDS",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if finite.size == 0:
+        return LDS(float("nan"), float("nan"), float("nan"), 0, excluded)
+    rng = np.random.default_rng(seed)
+    means = finite[rng.integers(0, finite.size, size=(n_boot, finite.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return LDS(float(finite.mean()), float(lo), float(hi), int(finite.size), excluded)
+
+
+def mean_lds_over_steps(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> float:
+    """The selection criterion for lambda: LDS_t (mean over targets) averaged over steps.
+
+    ``scores`` (m, G, n), ``losses`` (m, G, M). Undefined correlations are skipped.
+    """
+    rho = lds_per_target(scores, masks, losses)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_step = np.nanmean(rho, axis=0)
+    return float(np.nanmean(per_step)) if np.isfinite(per_step).any() else float("nan")
+
+
+def select_lambda(
+    lambdas: Sequence[float],
+    scores_for: Callable[[float], np.ndarray],
+    masks: np.ndarray,
+    losses: np.ndarray,
+) -> tuple[float, dict[float, float]]:
+    """Pick the lambda whose scores give the best mean LDS over steps on held-out subsets.
+
+    ``scores_for(lam)`` returns (m, G, n) scores; ``masks``/``losses`` are those of the
+    held-out subsets only. Ties (and all-NaN criteria) go to the smaller lambda.
+    """
+    if not lambdas:
+        raise ValueError("no lambdas to choose from")
+    per_lambda = {
+        float(lam): mean_lds_over_steps(scores_for(float(lam)), masks, losses) for lam in lambdas
+    }
+    best, best_value = None, -np.inf
+    for lam in sorted(per_lambda):
+        value = per_lambda[lam]
+        if np.isfinite(value) and value > best_value + 1e-12:
+            best, best_value = lam, value
+    return (min(per_lambda) if best is None else best), per_lambda

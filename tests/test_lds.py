@@ -1,0 +1,385 @@
+"""LDS evaluation: Spearman/bootstrap numerics, lambda selection, baselines, subset ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from stepattr.baselines import (
+    cosine_scores,
+    embedding_scores,
+    graddot_scores,
+    pixel_scores,
+    random_scores,
+)
+from stepattr.diffusion import Schedule, build_unet, eps_model
+from stepattr.io import save_csv, save_json, save_npy, save_npz
+from stepattr.lds import (
+    bootstrap_mean,
+    lds_per_target,
+    predicted_outputs,
+    select_lambda,
+    spearman_rows,
+)
+from stepattr.lds_report import dtrak_lds_rows, markdown_table, step_lds_rows
+from stepattr.lds_workflow import baseline_scores, choose_lambda, default_lambda, lds_frames
+from stepattr.outputs import output_value, target_draws, train_draws
+from stepattr.subset_outputs import diffusion_losses, load_subset_outputs, step_losses
+from stepattr.target_sets import load_target_sets
+from stepattr.trak.scores import trak_scores
+
+TINY_UNET = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "attention_levels": [],
+    "norm_num_groups": 4,
+    "dropout": 0.0,
+}
+
+
+def linear_datamodel(rng, m, g, n, n_subsets, noise):
+    """True influences tau (m, g, n), masks (M, n), and losses = -(masks @ tau) + noise."""
+    tau = rng.standard_normal((m, g, n))
+    masks = rng.random((n_subsets, n)) < 0.5
+    losses = -(tau @ masks.T) + noise * rng.standard_normal((m, g, n_subsets))
+    return tau, masks, losses
+
+
+# ----------------------------------------------------------------------------- LDS numerics
+
+
+def test_spearman_rows_matches_scipy_with_ties_and_nan_for_constant():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(30, 12)).astype(float)  # many ties
+    b = rng.standard_normal((30, 12))
+    a[3] = 1.0  # constant row: undefined
+    rho = spearman_rows(a, b)
+    for i in range(30):
+        expected = np.nan if i == 3 else spearmanr(a[i], b[i]).statistic
+        np.testing.assert_allclose(rho[i], expected, atol=1e-12, equal_nan=True)
+
+
+def test_predicted_outputs_is_subset_sum():
+    rng = np.random.default_rng(1)
+    scores = rng.standard_normal((3, 2, 7))
+    masks = rng.random((5, 7)) < 0.5
+    pred = predicted_outputs(masks, scores)
+    for i in range(3):
+        for g in range(2):
+            for j in range(5):
+                assert pred[i, g, j] == pytest.approx(scores[i, g][masks[j]].sum())
+    with pytest.raises(ValueError, match="boolean"):
+        predicted_outputs(masks.astype(int), scores)
+
+
+def test_linear_datamodel_gives_lds_near_one():
+    rng = np.random.default_rng(2)
+    tau, masks, losses = linear_datamodel(rng, m=20, g=3, n=200, n_subsets=40, noise=0.5)
+    rho = lds_per_target(tau, masks, losses)
+    assert rho.shape == (20, 3)
+    res = bootstrap_mean(rho.ravel(), n_boot=500, seed=0)
+    assert res.lds > 0.95 and res.ci_low > 0.9
+    # The sign convention: negated scores predict the opposite.
+    assert bootstrap_mean(lds_per_target(-tau, masks, losses), 200, 0).lds < -0.95
+
+
+def test_random_scores_give_lds_near_zero():
+    rng = np.random.default_rng(3)
+    tau, masks, losses = linear_datamodel(rng, m=300, g=1, n=100, n_subsets=40, noise=0.5)
+    rho = lds_per_target(rng.standard_normal(tau.shape), masks, losses)
+    res = bootstrap_mean(rho, n_boot=1000, seed=0)
+    assert abs(res.lds) < 0.06
+    assert res.ci_low < 0 < res.ci_high
+
+
+def test_undefined_correlations_are_excluded_counted_and_warned():
+    values = np.array([0.5, np.nan, 0.3, np.nan])
+    with pytest.warns(RuntimeWarning, match="2 of 4 targets"):
+        res = bootstrap_mean(values, n_boot=100, seed=0)
+    assert (res.n_targets, res.n_excluded) == (2, 2)
+    assert res.lds == pytest.approx(0.4)
+
+
+def test_bootstrap_ci_is_seeded():
+    values = np.random.default_rng(4).standard_normal(25)
+    assert bootstrap_mean(values, 300, seed=7) == bootstrap_mean(values, 300, seed=7)
+
+
+def test_bootstrap_ci_covers_the_true_lds_at_its_nominal_rate():
+    """Targets drawn from a population whose per-target LDS distribution is known exactly."""
+    rng = np.random.default_rng(5)
+    # Population: 4,000 targets of a noisy linear datamodel, noise level varying per target.
+    pop_m, n, n_subsets = 4000, 60, 20
+    tau = rng.standard_normal((pop_m, n))
+    masks = rng.random((n_subsets, n)) < 0.5
+    noise = rng.uniform(0.5, 8.0, size=(pop_m, 1))
+    losses = -(tau @ masks.T) + noise * rng.standard_normal((pop_m, n_subsets))
+    population = lds_per_target(tau, masks, losses)
+    truth = population.mean()
+    covered = 0
+    replications, sample_size = 200, 40
+    for rep in range(replications):
+        sample = population[rng.integers(0, pop_m, sample_size)]
+        res = bootstrap_mean(sample, n_boot=1000, seed=rep)
+        covered += res.ci_low <= truth <= res.ci_high
+    assert 0.88 <= covered / replications <= 0.99
+
+
+# ----------------------------------------------------------------------------- lambda
+
+
+def test_select_lambda_picks_the_lambda_that_predicts_held_out_subsets():
+    rng = np.random.default_rng(6)
+    tau, masks, losses = linear_datamodel(rng, m=10, g=2, n=80, n_subsets=16, noise=1.0)
+    noise = rng.standard_normal(tau.shape)
+    # The further lambda is from 1, the more noise its scores carry.
+    weight = {0.01: 4.0, 0.1: 1.0, 1.0: 0.0, 10.0: 1.0, 100.0: 4.0}
+    chosen, per_lambda = select_lambda(
+        list(weight), lambda lam: tau + weight[lam] * noise, masks, losses
+    )
+    assert chosen == 1.0
+    assert per_lambda[1.0] == max(per_lambda.values())
+    assert per_lambda[1.0] > per_lambda[0.1] > per_lambda[0.01]
+
+
+def test_select_lambda_breaks_ties_toward_the_smaller_lambda():
+    rng = np.random.default_rng(7)
+    tau, masks, losses = linear_datamodel(rng, m=5, g=2, n=40, n_subsets=10, noise=1.0)
+    chosen, per_lambda = select_lambda([10.0, 0.1, 1.0], lambda lam: tau, masks, losses)
+    assert chosen == 0.1
+    assert len(set(per_lambda.values())) == 1
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def test_random_scores_shape_dtype_and_seed():
+    a = random_scores((3, 2, 5), seed=1)
+    assert a.shape == (3, 2, 5) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, random_scores((3, 2, 5), seed=1))
+    assert not np.array_equal(a, random_scores((3, 2, 5), seed=2))
+
+
+def test_pixel_scores_match_a_brute_force_loop():
+    rng = np.random.default_rng(8)
+    x0hat = rng.uniform(-1, 1, size=(3, 2, 1, 4, 4)).astype(np.float32)
+    train = rng.uniform(-1, 1, size=(6, 1, 4, 4)).astype(np.float32)
+    scores = pixel_scores(x0hat, train)
+    assert scores.shape == (3, 2, 6) and scores.dtype == np.float32
+    for i in range(3):
+        for g in range(2):
+            for j in range(6):
+                a, b = x0hat[i, g].ravel(), train[j].ravel()
+                cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+                assert scores[i, g, j] == pytest.approx(cos, abs=1e-6)
+    # An exact copy of a training image is its most similar example.
+    x0hat[0, 1] = train[4]
+    assert pixel_scores(x0hat, train)[0, 1].argmax() == 4
+
+
+def test_embedding_scores_are_cosines_of_embeddings():
+    rng = np.random.default_rng(9)
+    x0hat = rng.uniform(-1, 1, size=(2, 3, 1, 4, 4)).astype(np.float32)
+    train = rng.uniform(-1, 1, size=(5, 1, 4, 4)).astype(np.float32)
+    proj = rng.standard_normal((16, 6))
+
+    def embed(images):
+        return images.reshape(len(images), -1) @ proj
+
+    scores = embedding_scores(embed, x0hat, train)
+    assert scores.shape == (2, 3, 5)
+    expected = cosine_scores(embed(x0hat.reshape(6, 1, 4, 4)).reshape(2, 3, 6), embed(train))
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+
+
+def test_graddot_is_the_model_average_of_feature_dot_products():
+    rng = np.random.default_rng(10)
+    trains = [rng.standard_normal((7, 4)) for _ in range(2)]
+    targets = [rng.standard_normal((3, 2, 4)) for _ in range(2)]
+    scores = graddot_scores(trains, targets)
+    assert scores.shape == (3, 2, 7)
+    i, g, j = 2, 1, 5
+    expected = np.mean([targets[c][i, g] @ trains[c][j] for c in range(2)])
+    assert scores[i, g, j] == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+def tiny_eps(seed):
+    torch.manual_seed(seed)
+    return eps_model(build_unet(TINY_UNET, image_size=8, channels=1).eval())
+
+
+def recording(eps_fn, inputs):
+    def wrapped(x, t):
+        inputs.append((x.clone(), t.clone()))
+        return eps_fn(x, t)
+
+    return wrapped
+
+
+def test_subset_outputs_use_common_noises_and_equal_output_value():
+    ac = Schedule().alphas_cumprod
+    gen = torch.Generator().manual_seed(0)
+    x0hat = torch.rand((3, 2, 1, 8, 8), generator=gen) * 2 - 1
+    ids, grid = np.array([5, 9, 11]), [700, 100]
+    seen_a, seen_b = [], []
+    eps_a, eps_b = tiny_eps(0), tiny_eps(1)
+    f_a = step_losses(recording(eps_a, seen_a), x0hat, ids, grid, 4, 3, ac, batch_size=8)
+    f_b = step_losses(recording(eps_b, seen_b), x0hat, ids, grid, 4, 3, ac, batch_size=8)
+    assert f_a.shape == (3, 2) and not np.allclose(f_a, f_b)
+    # Same noised inputs for both models: the differences are the models', not the noise's.
+    assert len(seen_a) == len(seen_b)
+    for (xa, ta), (xb, tb) in zip(seen_a, seen_b, strict=True):
+        torch.testing.assert_close(xa, xb, rtol=0, atol=0)
+        torch.testing.assert_close(ta, tb, rtol=0, atol=0)
+    # Each value is the output function with the draws of outputs.target_draws.
+    with torch.no_grad():
+        for g, step in enumerate(grid):
+            ts, ns = target_draws(3, ids.tolist(), step, 4, (1, 8, 8))
+            direct = output_value(eps_a, "loss", x0hat[:, g], ts, ns, ac)
+            np.testing.assert_allclose(f_a[:, g], direct.double().numpy(), rtol=1e-5)
+
+
+def test_diffusion_losses_average_over_seeded_uniform_timesteps():
+    ac = Schedule().alphas_cumprod
+    x0 = torch.rand((2, 1, 8, 8), generator=torch.Generator().manual_seed(1)) * 2 - 1
+    ids = np.array([0, 4])
+    eps = tiny_eps(2)
+    values = diffusion_losses(eps, x0, ids, draws=6, seed=11, alphas_cumprod=ac, batch_size=4)
+    ts, ns = train_draws(11, ids.tolist(), 6, (1, 8, 8), 1000)
+    with torch.no_grad():
+        direct = output_value(eps, "loss", x0, ts, ns, ac) / 6
+    np.testing.assert_allclose(values, direct.double().numpy(), rtol=1e-5)
+
+
+def test_load_subset_outputs_averages_seeds_of_a_subset(tmp_path):
+    rng = np.random.default_rng(11)
+    arrays = {
+        mid: (rng.standard_normal((4, 3)), rng.standard_normal(4))
+        for mid in ["subset_1_s0", "subset_0_s0", "subset_1_s1"]
+    }
+    paths = []
+    for mid, (f, d) in arrays.items():
+        save_npz(tmp_path / f"{mid}.npz", f=f, dtrak=d)
+        paths.append(tmp_path / f"{mid}.npz")
+    rows, f, dtrak = load_subset_outputs(paths, list(arrays))
+    assert rows.tolist() == [0, 1] and f.shape == (4, 3, 2) and dtrak.shape == (4, 2)
+    np.testing.assert_allclose(f[..., 1], (arrays["subset_1_s0"][0] + arrays["subset_1_s1"][0]) / 2)
+    np.testing.assert_allclose(dtrak[:, 0], arrays["subset_0_s0"][1])
+    with pytest.raises(ValueError, match="not a subset model id"):
+        load_subset_outputs(paths[:1], ["full_0"])
+
+
+def test_load_target_sets_concatenates_in_order_and_rejects_duplicate_ids(tmp_path):
+    def write(name, ids, grid=(900, 0)):
+        m = len(ids)
+        save_npz(
+            tmp_path / f"{name}.npz",
+            x_t=np.zeros((m, 2, 1, 4, 4), np.float32),
+            x0hat=np.full((m, 2, 1, 4, 4), len(name), np.float32),
+            x0=np.zeros((m, 1, 4, 4), np.float32),
+            grid=np.array(grid),
+            target_id=np.array(ids),
+            label=np.full(m, -1),
+            source_index=np.full(m, -1),
+        )
+        return tmp_path / f"{name}.npz"
+
+    sets = load_target_sets(
+        [write("generated", [0, 1]), write("validation", [2])], ["generated", "validation"]
+    )
+    assert sets.x0hat.shape == (3, 2, 1, 4, 4)
+    assert sets.index()["target_set"].tolist() == ["generated", "generated", "validation"]
+    with pytest.raises(ValueError, match="not unique"):
+        load_target_sets(
+            [write("generated", [0, 1]), write("validation", [1])], ["generated", "validation"]
+        )
+    with pytest.raises(ValueError, match="grid"):
+        load_target_sets(
+            [write("generated", [0]), write("validation", [1], (800, 0))],
+            ["generated", "validation"],
+        )
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_tables_have_one_cell_per_method_and_step():
+    rng = np.random.default_rng(12)
+    tau, masks, losses = linear_datamodel(rng, m=6, g=2, n=30, n_subsets=8, noise=0.5)
+    sets = np.array(["generated"] * 4 + ["validation"] * 2)
+    rows = []
+    for method, scores in [("trak", tau), ("random", rng.standard_normal(tau.shape))]:
+        rows += step_lds_rows(method, scores, masks, losses, [900, 0], sets, n_boot=50, seed=0)
+    frame = pd.DataFrame(rows)
+    assert len(frame) == 2 * 3 * 2  # methods x (all, generated, validation) x steps
+    text = markdown_table(frame, "LDS", ["config: x"], {"random": "random (seeded)"})
+    assert "| method | t=900 | t=0 |" in text and "random (seeded)" in text
+    dtrak = pd.DataFrame(dtrak_lds_rows("trak", tau, masks, losses.mean(axis=1), sets, 50, 0))
+    assert "step" not in dtrak and len(dtrak) == 3
+    assert "| method | all | generated | validation |" in markdown_table(dtrak, "D", [], {})
+
+
+def test_choose_lambda_recovers_the_lambda_that_generated_the_outputs():
+    rng = np.random.default_rng(13)
+    n, k, m, g = 40, 6, 5, 2
+    train = [rng.standard_normal((n, k)) for _ in range(2)]
+    target = [rng.standard_normal((m, g, k)) for _ in range(2)]
+    masks = rng.random((12, n)) < 0.5
+    truth = trak_scores(train, target, 3.0)
+    losses = -(truth.astype(np.float64) @ masks.T)
+    record = choose_lambda([0.01, 3.0, 300.0], train, target, masks, losses, rows=range(12))
+    assert record["lambda"] == 3.0
+    assert [r["lambda"] for r in record["heldout_lds"]] == [0.01, 3.0, 300.0]
+    assert record["heldout_lds"][1]["lds"] == pytest.approx(1.0)
+    assert default_lambda([0.5, 1.0])["lambda"] == 0.5
+
+
+def test_baselines_to_tables_through_files(tmp_path):
+    """baseline_scores -> scores dir -> lds_frames, as the rules chain them."""
+    rng = np.random.default_rng(14)
+    n, m, grid = 30, 4, np.array([900, 0])
+    images = rng.integers(0, 256, size=(n, 1, 4, 4), dtype=np.uint8)
+    save_npz(
+        tmp_path / "train.npz",
+        images=images,
+        labels=np.zeros(n, np.int64),
+        class_names=np.array(["a"]),
+    )
+    x0hat = rng.uniform(-1, 1, size=(m, 2, 1, 4, 4)).astype(np.float32)
+    save_npz(
+        tmp_path / "generated.npz",
+        x_t=x0hat,
+        x0hat=x0hat,
+        x0=x0hat[:, 0],
+        grid=grid,
+        target_id=np.arange(m),
+        label=np.full(m, -1),
+        source_index=np.full(m, -1),
+    )
+    targets = load_target_sets([tmp_path / "generated.npz"], ["generated"])
+    dirs = {}
+    for name in ("random", "pixel"):
+        scores = baseline_scores(name, targets, tmp_path / "train.npz", seed=0)
+        assert scores.shape == (m, 2, n)
+        dirs[name] = tmp_path / name
+        save_npy(dirs[name] / "scores.npy", scores)
+        save_csv(dirs[name] / "index.csv", targets.index())
+        save_json(dirs[name] / "meta.json", {"method": name})
+    masks = rng.random((6, n)) < 0.5
+    pixel = np.load(dirs["pixel"] / "scores.npy")
+    f = -(pixel.astype(np.float64) @ masks.T)  # ground truth that pixel similarity predicts
+    steps, whole, labels = lds_frames(dirs, targets, masks, f, f.mean(axis=1), 100, 0, 0.95)
+    assert set(labels) == {"random", "pixel"}
+    assert (steps[steps["method"] == "pixel"]["lds"] == 1.0).all()
+    assert len(whole) == 2 and whole.loc[whole["method"] == "pixel", "lds"].item() == 1.0
+    with pytest.raises(ValueError, match="not the current targets"):
+        other = dataclasses.replace(targets, target_id=targets.target_id + 100)
+        lds_frames(dirs, other, masks, f, f.mean(axis=1), 10, 0, 0.95)
