@@ -1,0 +1,28 @@
+"""Rule patch_features: masked target features of the patch targets for one model."""
+
+import sys
+
+smk = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+sys.stderr = sys.stdout = open(smk.log[0], "w", buffering=1)
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from stepattr.figures.jobs import patch_features_job  # noqa: E402
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+torch.set_num_threads(smk.threads)
+patch_features_job(
+    model_dir=Path(smk.input.model).parent,
+    model_id=smk.wildcards.model_id,
+    target_files=smk.input.targets,
+    target_sets=smk.params.target_sets,
+    out_path=smk.output.features,
+    output_function=smk.params.output_function,
+    projector=smk.params.projector,
+    attribution=dict(smk.params.attribution),
+    figures=dict(smk.params.figures),
+    device=smk.params.device,
+)
