@@ -38,6 +38,7 @@ fig = transitions_figure(
     to_model_space(train_images).numpy(),
     train_labels,
     class_names,
+    shown=smk.params.shown,
 )
 with atomic_path(smk.output.figure) as tmp:
     fig.savefig(tmp, dpi=110, bbox_inches="tight")

@@ -6,23 +6,30 @@ Also image grids (PNG) for looking at samples.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from stepattr.io import atomic_path
 
+if TYPE_CHECKING:  # torch is imported where tensors are made, so data-only rules need no torch
+    import torch
+
 
 def to_model_space(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
+    import torch
+
     tensor = torch.as_tensor(np.asarray(images))
     return tensor.to(torch.float32).div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """float [-1, 1] -> uint8 [0, 255] (clipped, rounded)."""
-    array = np.asarray(torch.as_tensor(images).detach().cpu().float())
+    if hasattr(images, "detach"):  # a torch tensor, possibly on a GPU
+        images = images.detach().cpu().float().numpy()
+    array = np.asarray(images, dtype=np.float32)
     return np.clip(np.round((array + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
