@@ -99,6 +99,7 @@ def run_featurize(cfg: dict, settings: dict, projector: str) -> dict[str, Any]:
         settings["proj_dim"],
         seed=0,
         draws_per_pass=settings["draws_per_pass"],
+        factored_expansion=settings["factored_expansion"],
     )
     timed = None
     if hasattr(featurizer, "projector"):  # the dense strategy: time the projection apart
@@ -177,6 +178,9 @@ def main() -> None:
     parser.add_argument(
         "--draws-per-pass", type=int, help="default: attribution.draws_per_pass (null = all K)"
     )
+    parser.add_argument(
+        "--factored-expansion", type=int, help="default: attribution.factored_expansion"
+    )
     parser.add_argument("--examples", type=int, default=256, help="timed training examples")
     parser.add_argument("--output-function", default="loss", choices=["loss", "square_norm"])
     parser.add_argument("--device", help="default: the config's device")
@@ -191,6 +195,7 @@ def main() -> None:
         "batch_size": args.batch_size or int(att["batch_size"]),
         "draws": args.draws or int(att["train_timesteps"]),
         "draws_per_pass": args.draws_per_pass or att.get("draws_per_pass"),
+        "factored_expansion": args.factored_expansion or int(att.get("factored_expansion", 1)),
         "examples": args.examples,
         "output_function": args.output_function,
         "device": args.device or cfg["device"],

@@ -87,7 +87,7 @@ def check_attribution(cfg: Mapping[str, Any]) -> None:
         if "factored" in attribution_projectors(att):
             with torch.device("meta"):
                 unet = build_unet(cfg["model"], int(cfg["dataset"]["image_size"]), 1)
-            plan_factors(unet, int(att["proj_dim"]))
+            plan_factors(unet, int(att["proj_dim"]) * int(att.get("factored_expansion", 1)))
     except ValueError as err:
         raise ConfigError(str(err)) from err
 

@@ -4,9 +4,10 @@ The featurizer is a strategy: anything with ``dim``, ``__call__(x0, timesteps, n
 -> (B, k)`` and ``describe()`` (the :class:`Featurizer` protocol). The dense strategy,
 :class:`GradientFeaturizer`, forms per-example gradients and hands them to a swappable
 :class:`~stepattr.trak.projectors.Projector`; a strategy that never forms the full gradient
-(a factored projection) plugs in through :func:`make_featurizer` and reuses the drivers below:
-implement the protocol in its own module, return it from :func:`make_featurizer` for its
-``attribution.projector`` name, and its methods get their name suffix from
+(:class:`~stepattr.trak.factored.FactoredFeaturizer`, ``attribution.projector: factored``)
+plugs in through :func:`make_featurizer` and reuses the drivers below: implement the protocol
+in its own module, return it from :func:`make_featurizer` for its ``attribution.projector``
+name, and its methods get their name suffix from
 :data:`stepattr.trak.methods.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
 
 The drivers draw the random (timestep, noise) pairs per example from
@@ -113,16 +114,20 @@ def make_featurizer(
     dim: int,
     seed: int,
     draws_per_pass: int | None = None,
+    factored_expansion: int = 1,
 ) -> Featurizer:
     """Config ``attribution.projector`` -> the featurizer strategy that implements it.
 
     ``draws_per_pass`` (config ``attribution.draws_per_pass``) bounds the images per vmap (or,
     factored, forward+backward) pass to batch x draws_per_pass; None puts all K (or R) draws of
-    a batch in one pass. ``factored`` (:mod:`stepattr.trak.factored`) spreads ``dim`` over the
-    layers by its own rule; its ``dim`` attribute is the exact size.
+    a batch in one pass. ``factored`` (:mod:`stepattr.trak.factored`) sketches each layer to
+    ``factored_expansion x dim`` dims in all, then mixes them down to ``dim``; its ``dim``
+    attribute is the exact size (smaller only for a model with fewer parameters).
     """
     if projector == "factored":
-        return FactoredFeaturizer(model, output_function, alphas_cumprod, dim, seed, draws_per_pass)
+        return FactoredFeaturizer(
+            model, output_function, alphas_cumprod, dim, seed, draws_per_pass, factored_expansion
+        )
     device = next(model.parameters()).device
     dense = make_projector(projector, num_parameters(model), dim, seed, device)
     return GradientFeaturizer(model, output_function, alphas_cumprod, dense, draws_per_pass)

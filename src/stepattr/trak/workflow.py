@@ -57,6 +57,7 @@ def load_featurizer(
         int(attribution["proj_dim"]),
         seed,
         attribution.get("draws_per_pass"),
+        int(attribution.get("factored_expansion", 1)),
     )
     info = {
         "model_id": model_id,
