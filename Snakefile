@@ -18,6 +18,8 @@ include: "rules/featurize.smk"
 include: "rules/score.smk"
 include: "rules/transitions.smk"
 include: "rules/lds.smk"
+include: "rules/counterfactual.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -106,7 +106,7 @@ rule embedding_scores:
         device=config["device"],
         provenance=config_provenance(),
     conda:
-        "../envs/clip.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -140,7 +140,7 @@ rule lds:
         seeds={k: config[k]["seed"] for k in ("train", "subsets", "sampling", "attribution", "lds")},
         provenance=config_provenance(),
     conda:
-        "../envs/figures.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

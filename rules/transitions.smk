@@ -50,7 +50,7 @@ rule feature_curves:
         clip=config["clip"],
         device=config["device"],
     conda:
-        "../envs/clip.yaml"
+        "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=torch_mem_mb(config["transitions"]["batch_size"]),
@@ -107,8 +107,9 @@ rule transition_figure:
     params:
         target_sets=TARGET_SETS,
         figure_targets=config["transitions"]["figure_targets"],
+        shown=min(5, config["transitions"]["top_k"]),
     conda:
-        "../envs/figures.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -36,9 +36,20 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory, snakemake_exe: str) -> Path
 
     outdir = tmp_path_factory.mktemp("ci") / "results"
     proc = subprocess.run(
-        [snakemake_exe, "--cores", "2", "--configfile", "config/ci.yaml",
-         "--config", f"outdir={outdir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=3600, check=False,
+        [
+            snakemake_exe,
+            "--cores",
+            "2",
+            "--configfile",
+            "config/ci.yaml",
+            "--config",
+            f"outdir={outdir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail(f"the ci DAG failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")

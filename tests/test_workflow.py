@@ -10,7 +10,9 @@ import pytest
 CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml"]
 
 
-def run_snakemake(exe: str, repo: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
+def run_snakemake(
+    exe: str, repo: Path, *args: str, timeout: int = 3000
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [exe, *args], cwd=repo, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -23,9 +25,49 @@ def test_lint_is_clean(snakemake_exe: str, repo: Path) -> None:
 
 
 @pytest.mark.parametrize("configfile", CONFIGS)
-def test_dry_run_every_config(snakemake_exe: str, repo: Path, configfile: str, tmp_path: Path) -> None:
+def test_dry_run_every_config(
+    snakemake_exe: str, repo: Path, configfile: str, tmp_path: Path
+) -> None:
     proc = run_snakemake(
-        snakemake_exe, repo, "-n", "--quiet", "rules", "--cores", "1",
-        "--configfile", configfile, "--config", f"outdir={tmp_path}/results",
+        snakemake_exe,
+        repo,
+        "-n",
+        "--quiet",
+        "rules",
+        "--cores",
+        "1",
+        "--configfile",
+        configfile,
+        "--config",
+        f"outdir={tmp_path}/results",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_whole_dag_on_ci_config(ci_run: Path, snakemake_exe: str, repo: Path) -> None:
+    """The ci DAG ran; its outputs fit together; a second run has nothing left to do."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    cfg = yaml.safe_load((repo / "config/ci.yaml").read_text())
+    with np.load(ci_run / f"data/{cfg['dataset']['name']}/train.npz") as train:
+        n_train = len(train["labels"])
+    n_targets = cfg["sampling"]["num_targets"] + cfg["sampling"]["num_validation"]
+    grid = cfg["sampling"]["grid"]
+    for method in ("trak", "dtrak"):
+        scores = np.load(ci_run / f"scores/{method}/scores.npy", mmap_mode="r")
+        assert scores.shape == (n_targets, len(grid), n_train)
+        assert np.isfinite(scores).all()
+        index = pd.read_csv(ci_run / f"scores/{method}/index.csv")
+        assert len(index) == n_targets
+    lds = pd.read_csv(ci_run / "tables/lds.csv")
+    assert {"trak", "dtrak", "pixel", "random"} <= set(lds["method"])
+    for name in ("lds.png", "influencers.png", "transitions.png", "counterfactual.png"):
+        assert (ci_run / "figures" / name).stat().st_size > 0, name
+    again = run_snakemake(
+        snakemake_exe, repo, "-n", "--cores", "1",
+        "--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]

@@ -1,0 +1,21 @@
+"""Rule counterfactual_pairs: each configured (target, step) pair with its step and interval."""
+
+import sys
+
+smk = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+sys.stderr = sys.stdout = open(smk.log[0], "w", buffering=1)
+
+import pandas as pd  # noqa: E402
+
+from stepattr.counterfactual import resolve_pairs  # noqa: E402
+from stepattr.io import save_csv  # noqa: E402
+from stepattr.transitions import load_targets  # noqa: E402
+
+cfg = smk.params.counterfactual
+targets = load_targets(smk.input.targets, ("grid", "target_id"))
+intervals = pd.read_csv(smk.input.intervals) if "intervals" in smk.input.keys() else None
+pairs = resolve_pairs(
+    cfg["pairs"], targets["grid"].tolist(), len(targets["target_id"]), intervals, cfg["delta"]
+)
+print(pairs.to_string(index=False))
+save_csv(smk.output[0], pairs)
