@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from stepattr.images import load_split, to_model_space
-from stepattr.io import atomic_path, save_json, sha256_file
+from stepattr.io import atomic_path, load_weights, save_json, sha256_file
 
 
 class ConvClassifier(nn.Module):
@@ -251,14 +251,7 @@ def load_classifier(
         raise ValueError(
             f"{cfg_path}: not a classifier config written by this workflow ({err})"
         ) from err
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{weights}: cannot read safetensors weights ({err})") from err
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{weights}: weights do not match {cfg_path} ({err})") from err
+    load_weights(model, weights, cfg_path)
     return model.to(device).eval()
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from stepattr.io import atomic_path, save_json
+from stepattr.io import atomic_path, load_weights, save_json
 
 
 @dataclass(frozen=True)
@@ -192,14 +192,7 @@ def load_model(
         raise ValueError(
             f"{cfg_path}: not a model config written by this workflow ({err})"
         ) from err
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{weights}: cannot read safetensors weights ({err})") from err
-    try:
-        unet.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{weights}: weights do not match {cfg_path} ({err})") from err
+    load_weights(unet, weights, cfg_path)
     return unet.to(device).eval(), schedule, meta
 
 

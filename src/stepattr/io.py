@@ -89,6 +89,23 @@ def load_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
+def load_weights(module: Any, weights: str | os.PathLike, config: str | os.PathLike) -> None:
+    """Load a safetensors file strictly into ``module``; errors name the file at fault.
+
+    Weights are only ever read as safetensors (no pickle), so a checkpoint cannot run code.
+    """
+    from safetensors.torch import load_file  # torch-free modules import this one too
+
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{weights}: cannot read safetensors weights ({err})") from err
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{weights}: weights do not match {config} ({err})") from err
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
