@@ -405,10 +405,10 @@ def config_provenance():
     """Config files in load order (later override earlier) and --config values, for tables."""
     import os
 
-    given = [str(f) for f in workflow.config_settings.configfiles]
-    files = [f for f in config_files() if f not in given] + given
+    given = [os.path.relpath(f) for f in workflow.config_settings.configfiles]
+    files = [f for f in map(os.path.relpath, config_files()) if f not in given] + given
     return {
-        "config_files": [os.path.relpath(f) for f in files],
+        "config_files": list(dict.fromkeys(files)),
         "config_overrides": dict(workflow.config_settings.config),
     }
 
