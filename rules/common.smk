@@ -155,29 +155,40 @@ def gpu_resource():
     return 1 if uses_gpu() else 0
 
 
-# Throughput of UNet training in "work units" per second (images x pixels x layers_per_block x
-# sum of squared block widths): measured on 2 CPU cores (mnist5k default, one thread per job)
-# and on one H100 (the CIFAR-10 UNet, bf16); runtime requests are twice the estimate + 10 min.
-TRAIN_UNITS_PER_S = {"cpu": 2.5e8, "cuda": 7e11}
+def by_attempt(base):
+    """A resource that doubles on each retry (`--retries`): a job killed for running out of
+    memory or time is resubmitted with more. `base` is a number or a function of wildcards."""
+
+    def resource(wildcards, attempt):
+        value = base(wildcards) if callable(base) else base
+        return int(value * 2 ** (attempt - 1))
+
+    return resource
 
 
-def unet_work(images):
-    m, size = config["model"], config["dataset"]["image_size"]
-    return images * size**2 * m["layers_per_block"] * sum(c * c for c in m["block_out_channels"])
+def device_kind():
+    return "cuda" if uses_gpu() else "cpu"
 
 
-def train_runtime(steps):
-    """Minutes requested by a training job of `steps` steps."""
-    seconds = unet_work(steps * config["train"]["batch_size"]) / TRAIN_UNITS_PER_S[
-        "cuda" if uses_gpu() else "cpu"
-    ]
+def minutes(seconds):
+    """A runtime request: twice the estimate (stepattr.cost) plus 10 minutes."""
     return int(10 + 2 * seconds / 60)
 
 
-def sample_runtime(num_images):
-    """Minutes requested by a sampling job (a forward pass costs about a third of a train step)."""
-    work = unet_work(num_images * config["sampling"]["inference_steps"]) / 3
-    return int(10 + 2 * work / TRAIN_UNITS_PER_S["cuda" if uses_gpu() else "cpu"] / 60)
+def job_runtime(rule, units=1, projector=None):
+    """Minutes requested by a job of `rule` doing `units` times the work that
+    stepattr.cost.job_seconds estimates for one."""
+    from stepattr.cost import job_seconds
+
+    return minutes(units * job_seconds(config, rule, device_kind(), projector))
+
+
+def featurize_train_runtime(wildcards):
+    return job_runtime("featurize_train", projector=method_projector(wildcards))
+
+
+def featurize_targets_runtime(wildcards):
+    return job_runtime("featurize_targets", projector=method_projector(wildcards))
 
 
 def torch_mem_mb(batch_size):
@@ -262,42 +273,15 @@ def score_inputs(wildcards):
 
 
 def num_unet_parameters():
-    """Approximate parameter count of the config's UNet (about 60 (layers+1) sum c^2: within
-    ~10% for the default 16x16 and the CIFAR-10 UNets), for resource estimates."""
-    m = config["model"]
-    return 60 * (m["layers_per_block"] + 1) * sum(c * c for c in m["block_out_channels"])
+    from stepattr.cost import num_unet_parameters as count
 
-
-# Projection throughput (multiply-adds x 2 per second): torch on one CPU thread (measured ~40
-# GFLOP/s at batch 64, taken at half for contention), fast_jl on an H100 (129 grads/s at
-# 35.7M x 4096, DESIGN.md).
-PROJECT_FLOPS = {"cpu": 2e10, "cuda": 3e13}
-
-
-def featurize_runtime(num_examples, draws):
-    """Minutes requested by a featurization job: per-example backward passes (about 3x a
-    training step's images, for vmap overhead) plus the projection."""
-    device = "cuda" if uses_gpu() else "cpu"
-    grads = 3 * unet_work(num_examples * draws) / TRAIN_UNITS_PER_S[device]
-    project = num_examples * 2 * num_unet_parameters() * config["attribution"]["proj_dim"]
-    return int(10 + 2 * (grads + project / PROJECT_FLOPS[device]) / 60)
-
-
-def featurize_train_runtime():
-    n = -(-train_size_estimate() // config["attribution"]["shards"])
-    return featurize_runtime(n, config["attribution"]["train_timesteps"])
-
-
-def featurize_targets_runtime(wildcards):
-    sampling = config["sampling"]
-    count = sampling["num_targets"] if wildcards.target_set == "generated" else sampling["num_validation"]
-    return featurize_runtime(count * len(sampling["grid"]), config["attribution"]["target_resamples"])
+    return count(config)
 
 
 def train_size_estimate():
-    """Training images, for resource requests only: max_train, else mnist5k's 4,500, else 50,000."""
-    ds = config["dataset"]
-    return ds.get("max_train") or (4500 if ds["source"] == "mnist5k" else 50000)
+    from stepattr.cost import train_size
+
+    return train_size(config)
 
 
 def featurize_mem_mb():
@@ -368,19 +352,13 @@ def feature_attribution_scores(name):
 
 
 def completion_runtime(wildcards):
-    """Minutes requested by feature_curves: N completions per target and grid step, each as
-    many ancestral steps as the completion schedule has at or below its step."""
-    from stepattr.diffusion import Schedule
+    """Minutes requested by feature_curves: N completions per target of this set and grid step."""
+    from stepattr.cost import completion_passes, forward_seconds, set_sizes
 
-    sampling, cfg = config["sampling"], config["transitions"]
-    schedule = Schedule.from_config(config["diffusion"])
-    steps = sum(
-        len(schedule.inference_timesteps(cfg["completion_steps"], start=t)) for t in sampling["grid"]
+    passes = set_sizes(config)[wildcards.target_set] * completion_passes(
+        config, list(config["sampling"]["grid"]), config["transitions"]["completions"]
     )
-    generated = wildcards.target_set == "generated"
-    count = sampling["num_targets"] if generated else sampling["num_validation"]
-    work = unet_work(count * cfg["completions"] * steps) / 3
-    return int(10 + 2 * work / TRAIN_UNITS_PER_S["cuda" if uses_gpu() else "cpu"] / 60)
+    return minutes(forward_seconds(config, passes, device_kind()))
 
 
 # ---------------------------------------------------------------------------- lds
@@ -557,12 +535,8 @@ def counterfactual_eval_pairs(wildcards):
 
 
 def counterfactual_eval_runtime(wildcards):
-    """Minutes requested by counterfactual_eval: 2 x N completions of at most completion_steps
-    steps per pair (f_t is negligible)."""
-    pairs = len(counterfactual_eval_pairs(wildcards))
-    steps = config["transitions"]["completion_steps"]
-    work = unet_work(pairs * 2 * config["counterfactual"]["completions"] * steps) / 3
-    return int(10 + 2 * work / TRAIN_UNITS_PER_S["cuda" if uses_gpu() else "cpu"] / 60)
+    """Minutes requested by counterfactual_eval: its pairs' completions (f_t is negligible)."""
+    return job_runtime("counterfactual_eval", len(counterfactual_eval_pairs(wildcards)))
 
 
 def counterfactual_eval_files():
@@ -628,10 +602,7 @@ def patch_score_files():
 
 def patch_features_runtime():
     """Minutes requested by patch_features: one masked featurization per target, patch, step."""
-    fig = config["figures"]
-    patches = len(fig["patches"]) + (4 if fig["quadrants"] else 0)
-    examples = len(fig["patch_targets"]) * patches * len(fig["patch_steps"])
-    return featurize_runtime(examples, config["attribution"]["target_resamples"])
+    return job_runtime("patch_features")
 
 
 def patch_score_inputs(wildcards):

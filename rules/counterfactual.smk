@@ -17,8 +17,8 @@ rule counterfactual_pairs:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
     script:
         "../scripts/counterfactual_pairs.py"
 
@@ -42,8 +42,8 @@ rule removal_mask:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=5,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(5),
     script:
         "../scripts/removal_mask.py"
 
@@ -69,6 +69,7 @@ rule retrain_removed:
         seed=config["train"]["seed"],
         steps=counterfactual_train_steps(),
         subset_row=0,
+        shared_batches=config["subsets"]["shared_batches"],
         model=config["model"],
         train=config["train"],
         diffusion=config["diffusion"],
@@ -77,8 +78,8 @@ rule retrain_removed:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
-        runtime=train_runtime(counterfactual_train_steps()),
+        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
+        runtime=by_attempt(job_runtime("retrain_removed")),
         gpu=gpu_resource(),
     script:
         "../scripts/train.py"
@@ -108,8 +109,8 @@ rule train_counterfactual_reference:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
-        runtime=train_runtime(counterfactual_train_steps()),
+        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
+        runtime=by_attempt(job_runtime("retrain_removed")),
         gpu=gpu_resource(),
     script:
         "../scripts/train.py"
@@ -146,8 +147,8 @@ rule counterfactual_eval:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=torch_mem_mb(config["transitions"]["batch_size"]),
-        runtime=counterfactual_eval_runtime,
+        mem_mb=by_attempt(torch_mem_mb(config["transitions"]["batch_size"])),
+        runtime=by_attempt(counterfactual_eval_runtime),
         gpu=gpu_resource(),
     script:
         "../scripts/counterfactual_eval.py"
@@ -183,8 +184,8 @@ rule counterfactual_table:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
     script:
         "../scripts/counterfactual_table.py"
 
@@ -206,7 +207,7 @@ rule counterfactual_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
     script:
         "../scripts/counterfactual_figure.py"

@@ -19,7 +19,7 @@ rule prepare_data:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=data_resource("mem_mb"),
-        runtime=data_resource("runtime"),
+        mem_mb=by_attempt(data_resource("mem_mb")),
+        runtime=by_attempt(data_resource("runtime")),
     script:
         "../scripts/prepare_data.py"

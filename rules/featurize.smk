@@ -27,8 +27,8 @@ rule featurize_train:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=featurize_mem_mb(),
-        runtime=featurize_train_runtime(),
+        mem_mb=by_attempt(featurize_mem_mb()),
+        runtime=by_attempt(featurize_train_runtime),
         gpu=gpu_resource(),
     script:
         "../scripts/featurize_train.py"
@@ -50,8 +50,8 @@ rule gather_train_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=gather_mem_mb(),
-        runtime=10,
+        mem_mb=by_attempt(gather_mem_mb()),
+        runtime=by_attempt(10),
     script:
         "../scripts/gather_train_features.py"
 
@@ -80,8 +80,8 @@ rule featurize_targets:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=featurize_mem_mb(),
-        runtime=featurize_targets_runtime,
+        mem_mb=by_attempt(featurize_mem_mb()),
+        runtime=by_attempt(featurize_targets_runtime),
         gpu=gpu_resource(),
     script:
         "../scripts/featurize_targets.py"

@@ -41,8 +41,8 @@ rule influencer_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
     script:
         "../scripts/influencer_figure.py"
 
@@ -73,8 +73,8 @@ rule influencer_overview:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
     script:
         "../scripts/influencer_overview.py"
 
@@ -105,8 +105,8 @@ rule patch_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=featurize_mem_mb(),
-        runtime=patch_features_runtime(),
+        mem_mb=by_attempt(featurize_mem_mb()),
+        runtime=by_attempt(patch_features_runtime()),
         gpu=gpu_resource(),
     script:
         "../scripts/patch_features.py"
@@ -131,8 +131,8 @@ rule patch_scores:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=score_mem_mb(),
-        runtime=30,
+        mem_mb=by_attempt(score_mem_mb()),
+        runtime=by_attempt(30),
     script:
         "../scripts/patch_scores.py"
 
@@ -164,7 +164,7 @@ rule patch_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
     script:
         "../scripts/patch_figure.py"

@@ -27,8 +27,8 @@ rule eval_subset_outputs:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:
         "../scripts/eval_subset_outputs.py"
@@ -52,8 +52,8 @@ rule select_lambda:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
     script:
         "../scripts/select_lambda.py"
 
@@ -80,8 +80,8 @@ rule baseline_scores:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
     script:
         "../scripts/baseline_scores.py"
 
@@ -109,8 +109,8 @@ rule embedding_scores:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:
         "../scripts/baseline_scores.py"
@@ -143,8 +143,8 @@ rule lds:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(20),
     script:
         "../scripts/lds_tables.py"
 
@@ -163,7 +163,7 @@ rule lds_figure:
         "../envs/figures.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
     script:
         "../scripts/lds_figure.py"

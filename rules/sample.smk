@@ -24,8 +24,8 @@ rule sample_targets:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["sampling"]["num_targets"]),
-        runtime=sample_runtime(config["sampling"]["num_targets"]),
+        mem_mb=by_attempt(torch_mem_mb(config["sampling"]["num_targets"])),
+        runtime=by_attempt(job_runtime("sample_targets")),
         gpu=gpu_resource(),
     script:
         "../scripts/sample_targets.py"
@@ -48,8 +48,8 @@ rule validation_targets:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
     script:
         "../scripts/validation_targets.py"
 
@@ -74,8 +74,8 @@ rule sample_preview:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["sampling"]["num_preview"]),
-        runtime=sample_runtime(config["sampling"]["num_preview"]),
+        mem_mb=by_attempt(torch_mem_mb(config["sampling"]["num_preview"])),
+        runtime=by_attempt(job_runtime("sample_preview")),
         gpu=gpu_resource(),
     script:
         "../scripts/sample_preview.py"

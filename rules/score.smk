@@ -24,7 +24,7 @@ rule score:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=score_mem_mb(),
-        runtime=30,
+        mem_mb=by_attempt(score_mem_mb()),
+        runtime=by_attempt(30),
     script:
         "../scripts/score.py"

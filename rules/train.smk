@@ -20,8 +20,8 @@ rule make_subsets:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
     script:
         "../scripts/make_subsets.py"
 
@@ -52,8 +52,8 @@ rule train:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
-        runtime=train_runtime(config["train"]["steps"]),
+        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
+        runtime=by_attempt(job_runtime("train")),
         gpu=gpu_resource(),
     script:
         "../scripts/train.py"
@@ -79,6 +79,7 @@ rule retrain:
         seed=subset_model_seed,
         steps=config["subsets"]["train_steps"],
         subset_row=subset_row,
+        shared_batches=config["subsets"]["shared_batches"],
         model=config["model"],
         train=config["train"],
         diffusion=config["diffusion"],
@@ -87,8 +88,8 @@ rule retrain:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["train"]["batch_size"]),
-        runtime=train_runtime(config["subsets"]["train_steps"]),
+        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
+        runtime=by_attempt(job_runtime("retrain")),
         gpu=gpu_resource(),
     script:
         "../scripts/train.py"

@@ -23,8 +23,8 @@ rule train_classifier:
         "../envs/torch.yaml"
     threads: config["classifier"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:
         "../scripts/train_classifier.py"
@@ -53,8 +53,8 @@ rule feature_curves:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=torch_mem_mb(config["transitions"]["batch_size"]),
-        runtime=completion_runtime,
+        mem_mb=by_attempt(torch_mem_mb(config["transitions"]["batch_size"])),
+        runtime=by_attempt(completion_runtime),
         gpu=gpu_resource(),
     script:
         "../scripts/feature_curves.py"
@@ -85,8 +85,8 @@ rule feature_attribution:
         "../envs/figures.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(10),
     script:
         "../scripts/feature_attribution.py"
 
@@ -112,7 +112,7 @@ rule transition_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
     script:
         "../scripts/transition_figure.py"

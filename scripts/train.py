@@ -29,5 +29,6 @@ train_and_save(
     seed=int(p.seed),
     steps=int(p.steps),
     subset_row=p.subset_row,
+    shared_batches=bool(p.get("shared_batches", False)),
     device=resolve_device(p.device),
 )

@@ -191,6 +191,30 @@ def test_subset_mask_restricts_the_data_used(ci_config, images, tmp_path):
     assert not (tmp_path / "state.pt").exists(), "the training state outlived the model"
 
 
+def shared(cfg: dict, images: np.ndarray, keep: np.ndarray, steps: int = 3):
+    result = train_diffusion(
+        images, cfg["model"], train_cfg(cfg), Schedule(),
+        seed=5, steps=steps, device=CPU, keep=keep,
+    )  # fmt: skip
+    return result.trainer.final_model()
+
+
+def test_shared_batches_drop_exactly_the_excluded_examples(ci_config, images):
+    """A shared-batch model ignores what it excludes, uses what it keeps, and with nothing
+    excluded is the full-data model (same batches, timesteps and noises)."""
+    keep = subset_masks(len(images), count=1, heldout=0, alpha=0.5, seed=2)[0]
+    model = shared(ci_config, images, keep)
+    scrambled = images.copy()
+    scrambled[~keep] = 255 - scrambled[~keep]
+    assert_same_weights(model, shared(ci_config, scrambled, keep))
+    changed = images.copy()
+    changed[keep] = 255 - changed[keep]
+    assert not torch.equal(model.conv_in.weight, shared(ci_config, changed, keep).conv_in.weight)
+    everything = np.ones(len(images), dtype=bool)
+    full = run(ci_config, images, steps=3, seed=5).trainer.final_model()
+    assert_same_weights(shared(ci_config, images, everything), full)
+
+
 def test_subset_matrix_rows_have_alpha_n_examples():
     masks = subset_masks(101, count=5, heldout=2, alpha=0.3, seed=4)
     assert masks.dtype == bool and masks.shape == (7, 101)

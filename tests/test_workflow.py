@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml"]
+CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml", "config/cifar2.yaml"]
 
 
 def run_snakemake(

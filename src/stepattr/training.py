@@ -5,6 +5,12 @@ image, minimise the mean squared error between the UNet's noise prediction and t
 AdamW with linear learning-rate warmup, gradient-norm clipping, and an exponential moving
 average (EMA) of the weights; the saved model is the EMA when ``ema_decay > 0``.
 
+Subset models (LDS ground truth, counterfactual removals) can train on *shared batches*: the
+full training set's batch stream, timesteps and noises, with the excluded examples dropped from
+each batch. Two such models then differ only through the data they exclude, not through a
+different shuffle (common random numbers), which removes most of the retraining noise from
+the differences that LDS and the counterfactual check measure.
+
 Reproducibility: every random draw is keyed by (seed, step) or (seed, epoch) through
 :mod:`stepattr.seeds` (initial weights, data order, timesteps, noises, dropout), so the same
 config and seed give bit-identical weights on the CPU, and a job resumed from a saved training
@@ -106,7 +112,10 @@ class DiffusionTrainer:
         schedule: Schedule,
         seed: int,
         device: torch.device,
+        keep: torch.Tensor | None = None,
     ) -> None:
+        """``keep``: bool mask over ``images``; batches are drawn from all images and the
+        examples outside the mask dropped from them (shared batches)."""
         self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
         self.cuda = device.type == "cuda"
         self.num_timesteps = schedule.num_train_timesteps
@@ -129,6 +138,9 @@ class DiffusionTrainer:
         self.forward = torch.compile(self.unet) if compiled else self.unet
         self.data = images.to(device)
         self.order = BatchOrder(len(images), int(self.cfg["batch_size"]), self.seed)
+        self.keep = keep.to(device) if keep is not None else None
+        kept = 1.0 if keep is None else float(keep.float().mean())
+        self.examples_per_step = int(self.cfg["batch_size"]) * kept
         self.alphas_cumprod = schedule.alphas_cumprod.to(device, torch.float32)
         self.step = 0
 
@@ -142,9 +154,15 @@ class DiffusionTrainer:
         step = self.step
         torch.manual_seed(derive_seed(TRAIN_STEP, self.seed, step))  # timesteps, noise, dropout
         idx = torch.from_numpy(self.order.indices(step)).to(self.device)
-        x0 = self.data[idx]
         t = torch.randint(0, self.num_timesteps, (len(idx),), device=self.device)
-        noise = torch.randn_like(x0)
+        noise = torch.randn((len(idx), *self.data.shape[1:]), device=self.device)
+        if self.keep is not None:
+            kept = self.keep[idx]
+            idx, t, noise = idx[kept], t[kept], noise[kept]
+            if len(idx) == 0:  # every example of this batch excluded: nothing to learn from
+                self.step += 1
+                return torch.zeros((), device=self.device)
+        x0 = self.data[idx]
         x_t = add_noise(x0, noise, t, self.alphas_cumprod)
         if self.cuda:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
@@ -271,18 +289,25 @@ def train_diffusion(
     seed: int,
     steps: int,
     device: torch.device,
+    keep: np.ndarray | None = None,
     state_path: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> TrainResult:
     """Train a UNet on uint8 ``images`` (N, C, H, W) for ``steps`` steps, resuming if possible.
 
+    ``keep``: bool mask over ``images`` for shared-batch training on a subset (see module doc).
     With ``state_path`` the training state is saved there every ``checkpoint_every`` steps and
     a matching saved state is resumed from; the caller deletes it once the model is written.
     """
     data = to_model_space(images)
-    trainer = DiffusionTrainer(data, model_cfg, train_cfg, schedule, seed, device)
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    fingerprint = recipe_fingerprint(model_cfg, train_cfg, schedule, seed, steps, digest)
+    keep_mask = None if keep is None else torch.from_numpy(np.asarray(keep, dtype=bool))
+    trainer = DiffusionTrainer(data, model_cfg, train_cfg, schedule, seed, device, keep_mask)
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    if keep is not None:
+        digest.update(b"keep:" + np.packbits(np.asarray(keep, dtype=bool)).tobytes())
+    fingerprint = recipe_fingerprint(
+        model_cfg, train_cfg, schedule, seed, steps, digest.hexdigest()
+    )
     losses = LossLog()
     state = load_training_state(state_path, fingerprint) if state_path else None
     if state is not None:
@@ -292,7 +317,7 @@ def train_diffusion(
     resumed_from = trainer.step
     log_every = max(1, steps // MAX_LOG_ROWS)
     checkpoint_every = int(train_cfg["checkpoint_every"])
-    batch = int(train_cfg["batch_size"])
+    batch = trainer.examples_per_step
     bar = tqdm(
         total=steps, initial=trainer.step, desc="training", disable=not progress, mininterval=10
     )
@@ -333,23 +358,30 @@ def train_and_save(
     device: torch.device,
     masks: str | os.PathLike | None = None,
     subset_row: int | None = None,
+    shared_batches: bool = False,
     progress: bool = True,
 ) -> None:
     """Train one workflow model and write model.safetensors, config.json and loss.csv.
 
     ``masks`` + ``subset_row``: train only on the examples where row ``subset_row`` of the
-    boolean subset matrix is true. The training state file is deleted once the model is written.
+    boolean subset matrix is true; ``shared_batches`` draws the batches from the full set and
+    drops the others (see module doc) instead of shuffling the subset on its own.
+    The training state file is deleted once the model is written.
     """
     images, _, _ = load_split(train_split)
-    subset_size = None
+    subset_size, keep = None, None
     if subset_row is not None:
         mask = load_subset_row(masks, subset_row, len(images))
-        images = images[mask]
         subset_size = int(mask.sum())
+        if shared_batches:
+            keep = mask
+        else:
+            images = images[mask]
     schedule = Schedule.from_config(diffusion_cfg)
     result = train_diffusion(
         images, model_cfg, train_cfg, schedule,
-        seed=seed, steps=steps, device=device, state_path=state_path, progress=progress,
+        seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
+        progress=progress,
     )  # fmt: skip
     _, channels, size, _ = images.shape
     info = {
@@ -358,7 +390,8 @@ def train_and_save(
         "steps": int(steps),
         "subset_row": subset_row,
         "subset_size": subset_size,
-        "num_train_images": len(images),
+        "shared_batches": keep is not None,
+        "num_train_images": subset_size if subset_size is not None else len(images),
         "dataset_manifest_sha256": sha256_file(manifest),
         "train": dict(train_cfg),
         "device": str(device),

@@ -1,0 +1,73 @@
+"""Compute estimates (stepattr.cost): dry-run parsing, scaling with config, the cost table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stepattr.cost import cost_table, job_seconds, markdown, parse_job_counts
+
+DRY_RUN = """Building DAG of jobs...
+Job stats:
+job                 count
+----------------  -------
+all                     1
+train                   2
+retrain                16
+featurize_train         8
+total                  27
+"""
+
+
+@pytest.fixture(scope="module")
+def default_cfg(repo: Path) -> dict:
+    return yaml.safe_load((repo / "config/config.yaml").read_text())
+
+
+def test_parse_job_counts_reads_the_job_stats_table() -> None:
+    assert parse_job_counts(DRY_RUN) == {"all": 1, "train": 2, "retrain": 16, "featurize_train": 8}
+    with pytest.raises(ValueError, match="Job stats"):
+        parse_job_counts("Nothing to be done.")
+
+
+def test_estimates_scale_with_the_config(default_cfg: dict) -> None:
+    one = job_seconds(default_cfg, "train", "cpu")
+    longer = {
+        **default_cfg,
+        "train": {**default_cfg["train"], "steps": 2 * default_cfg["train"]["steps"]},
+    }
+    assert job_seconds(longer, "train", "cpu") == pytest.approx(2 * one)
+    assert job_seconds(default_cfg, "train", "cuda") < one  # the GPU is faster
+    # shared batches train on about alpha of each batch
+    sub = default_cfg["subsets"]
+    expected = one * sub["train_steps"] / default_cfg["train"]["steps"] * sub["alpha"]
+    assert job_seconds(default_cfg, "retrain", "cpu") == pytest.approx(expected)
+    dense = job_seconds(default_cfg, "featurize_train", "cpu", "rademacher")
+    factored = job_seconds(default_cfg, "featurize_train", "cpu", "factored")
+    assert factored < dense
+    assert job_seconds(default_cfg, "lds", "cpu") is None  # light rules are not modelled
+
+
+def test_cost_table_multiplies_job_counts(default_cfg: dict) -> None:
+    counts = parse_job_counts(DRY_RUN)
+    rows = cost_table(default_cfg, counts, "cpu")
+    assert [row["rule"] for row in rows if row["rule"] == "all"] == []
+    by_rule = {row["rule"]: row for row in rows}
+    assert by_rule["retrain"]["hours"] == pytest.approx(16 * by_rule["retrain"]["hours_per_job"])
+    assert [row["hours"] for row in rows] == sorted((row["hours"] for row in rows), reverse=True)
+    text = markdown(rows, "cpu", "config/config.yaml")
+    assert "| retrain | 16 |" in text and "**total** | 26 |" in text
+
+
+def test_cli_prints_the_table_of_a_real_config(repo: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepattr.cost", "--configfile", "config/cifar2.yaml"],
+        cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| retrain | 216 |" in proc.stdout  # 64 + 8 subsets x 3 seeds
+    assert "GPU-h" in proc.stdout
