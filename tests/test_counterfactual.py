@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import TINY_UNET
 
 from stepattr.counterfactual import (
     IntervalModel,
@@ -37,13 +38,6 @@ from stepattr.outputs import output_value, target_draws
 from stepattr.training import load_subset_row
 from stepattr.transitions import sample_completions
 
-TINY_UNET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "attention_levels": [],
-    "norm_num_groups": 4,
-    "dropout": 0.0,
-}
 GRID = [900, 500, 200, 0]
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
+from tiny_models import TINY_UNET
 
 from stepattr.baselines import (
     cosine_scores,
@@ -32,14 +33,6 @@ from stepattr.outputs import output_value, target_draws, train_draws
 from stepattr.subset_outputs import diffusion_losses, load_subset_outputs, step_losses
 from stepattr.target_sets import load_target_sets
 from stepattr.trak.scores import trak_scores
-
-TINY_UNET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "attention_levels": [],
-    "norm_num_groups": 4,
-    "dropout": 0.0,
-}
 
 
 def linear_datamodel(rng, m, g, n, n_subsets, noise):

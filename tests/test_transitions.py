@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import TINY_UNET
 
 from stepattr.classifier import architecture, save_classifier, train_classifier
 from stepattr.clip_detector import (
@@ -36,15 +37,6 @@ from stepattr.transitions import (
     target_features,
     wilson_interval,
 )
-
-TINY_UNET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "attention_levels": [],
-    "norm_num_groups": 4,
-    "dropout": 0.0,
-}
-
 
 # ----------------------------------------------------------------------------- Wilson CI
 
