@@ -26,9 +26,9 @@ from stepattr.figures.tiles import (  # noqa: E402
     NEGATIVE,
     POSITIVE,
     blank,
-    draw_header,
     draw_tile,
     sign_legend,
+    stacked_figure,
     wrap_heading,
 )
 from stepattr.io import atomic_path  # noqa: E402
@@ -160,13 +160,8 @@ def influencer_figure(
     k = len(blocks[0][1][0].positive)
     block_height = TILE * (2.04 + 2 * k) * 1.42 + 0.3
     width = max(TILE * columns * 1.2 + 0.5, 6.0)
-    text, header = wrap_heading(heading, width, len(sign_legend()))
-    fig = plt.figure(figsize=(width, header + block_height * len(blocks)))
-    parts = fig.subfigures(
-        1 + len(blocks), 1, height_ratios=[header] + [block_height] * len(blocks), hspace=0.0
-    )
-    draw_header(parts[0], text, sign_legend())
-    for part, (target, steps) in zip(parts[1:], blocks, strict=True):
+    fig, parts = stacked_figure(heading, sign_legend(), width, [block_height] * len(blocks))
+    for part, (target, steps) in zip(parts, blocks, strict=True):
         draw_target(part, target, steps, train)
     return fig
 

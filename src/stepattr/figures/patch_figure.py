@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure, SubFigure  # noqa: E402
 from matplotlib.patches import Patch as LegendPatch  # noqa: E402
 
 from stepattr.figures.influencers import TILE, X0HAT, TrainingImages, Trajectory  # noqa: E402
-from stepattr.figures.tiles import BOX, POSITIVE, blank, draw_header, draw_tile, wrap_heading  # noqa: E402
+from stepattr.figures.tiles import BOX, POSITIVE, blank, draw_tile, stacked_figure  # noqa: E402
 
 WHOLE_IMAGE = "whole image"
 
@@ -110,10 +109,7 @@ def patch_figure(
         ),
         LegendPatch(facecolor="white", edgecolor=BOX, lw=2.5, label="patch (pixel box)"),
     ]
-    text, header = wrap_heading(heading, width, len(handles))
-    fig = plt.figure(figsize=(width, header + sum(heights)))
-    parts = fig.subfigures(1 + len(blocks), 1, height_ratios=[header] + heights, hspace=0.0)
-    draw_header(parts[0], text, handles)
-    for part, (target, rows) in zip(parts[1:], blocks, strict=True):
+    fig, parts = stacked_figure(heading, handles, width, heights)
+    for part, (target, rows) in zip(parts, blocks, strict=True):
         draw_patch_target(part, target, rows, train)
     return fig

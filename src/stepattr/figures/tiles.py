@@ -99,3 +99,17 @@ def draw_header(fig: SubFigure, text: str, handles: Sequence[Patch]) -> None:
     """Heading text at the top of ``fig``, the legend below it."""
     fig.text(0.01, 0.97, text, fontsize=10, ha="left", va="top")
     fig.legend(handles=handles, loc="lower left", fontsize=9, frameon=False, ncol=1)
+
+
+def stacked_figure(
+    heading: str, handles: Sequence[Patch], width: float, heights: Sequence[float]
+) -> tuple[plt.Figure, list[SubFigure]]:
+    """A figure of ``width`` inches: the wrapped heading and legend on top, then one subfigure
+    per entry of ``heights`` (inches), returned for the caller to draw into."""
+    text, header = wrap_heading(heading, width, len(handles))
+    fig = plt.figure(figsize=(width, header + sum(heights)))
+    parts = fig.subfigures(
+        1 + len(heights), 1, height_ratios=[header, *heights], hspace=0.0, squeeze=False
+    )[:, 0]
+    draw_header(parts[0], text, handles)
+    return fig, list(parts[1:])
