@@ -1,0 +1,38 @@
+"""Measured runtimes of targets (stepattr.runtimes): dry-run parsing and benchmark sums."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stepattr.runtimes import TargetRuntime, benchmark_paths, markdown, read_benchmark
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def test_benchmark_paths_lists_every_job_and_its_benchmark() -> None:
+    out = """Building DAG of jobs...
+[Sat Nov 28 08:00:00 2026]
+localrule train:
+    input: results/data/train.npz
+    output: results/models/full_0/model.safetensors
+    log: results/logs/train/full_0.log
+    benchmark: results/benchmarks/train/full_0.tsv
+    jobid: 2
+[Sat Nov 28 08:00:00 2026]
+rule lds_figure:
+    output: results/figures/lds.png
+    jobid: 3
+"""
+    assert benchmark_paths(out) == (2, ["results/benchmarks/train/full_0.tsv"])
+
+
+def test_read_benchmark_takes_wall_and_cpu_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "b.tsv"
+    path.write_text(HEADER + "12.5\t0:00:12\t100\t200\t90\t95\t0\t1\t80\t10.25\n")
+    assert read_benchmark(path) == (12.5, 10.25)
+
+
+def test_markdown_estimates_wall_from_cpu_time_over_cores() -> None:
+    row = TargetRuntime("results/figures/lds.png", 4, 3, 500.0, 600.0, 5.0)
+    text = markdown([row], cores=2)
+    assert "| `results/figures/lds.png` | 4 (3 measured) | 10.0 min | 5.0 min | 5 s |" in text
