@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from stepattr.baselines import BASELINES
-from stepattr.lds import bootstrap_mean, lds_per_target
+from stepattr.lds import bootstrap_lds, predicted_outputs
 
 
 def _target_groups(target_set: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -34,18 +34,20 @@ def _target_groups(target_set: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 def _rows(
     method: str,
-    rho: np.ndarray,
+    predicted: np.ndarray,
+    actual: np.ndarray,
     steps: Sequence[int] | None,
     target_set: np.ndarray,
     n_boot: int,
     seed: int,
     level: float,
 ) -> list[dict]:
-    """Bootstrap rows for ``rho`` (m, G) per target group and step (``steps=None``: one column)."""
+    """Bootstrap rows for predicted and actual outputs (m, G, M) per target group and step
+    (``steps=None``: one column)."""
     rows = []
     for set_name, keep in _target_groups(target_set):
-        for g in range(rho.shape[1]):
-            res = bootstrap_mean(rho[keep, g], n_boot, seed, level)
+        for g in range(predicted.shape[1]):
+            res = bootstrap_lds(predicted[keep, g], actual[keep, g], n_boot, seed, level)
             step = {} if steps is None else {"step": int(steps[g])}
             rows.append({"method": method, "target_set": set_name, **step, **asdict(res)})
     return rows
@@ -63,8 +65,9 @@ def step_lds_rows(
     level: float = 0.95,
 ) -> list[dict]:
     """Per-step LDS rows of one method: scores (m, G, n), losses (m, G, M)."""
-    rho = lds_per_target(scores, masks, losses)
-    return _rows(method, rho, list(grid), target_set, n_boot, seed, level)
+    predicted = predicted_outputs(masks, scores)
+    actual = -np.asarray(losses, dtype=np.float64)
+    return _rows(method, predicted, actual, list(grid), target_set, n_boot, seed, level)
 
 
 def dtrak_lds_rows(
@@ -78,8 +81,11 @@ def dtrak_lds_rows(
     level: float = 0.95,
 ) -> list[dict]:
     """D-TRAK-protocol LDS rows of one method: step-averaged scores against losses (m, M)."""
-    rho = lds_per_target(np.asarray(scores, dtype=np.float64).mean(axis=1), masks, losses)
-    return _rows(method, rho[:, None], None, target_set, n_boot, seed, level)
+    predicted = predicted_outputs(masks, np.asarray(scores, dtype=np.float64).mean(axis=1))
+    actual = -np.asarray(losses, dtype=np.float64)
+    return _rows(
+        method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level
+    )
 
 
 def _cell(row: pd.Series) -> str:
@@ -102,7 +108,7 @@ def _wide(part: pd.DataFrame, column: str, labels: Mapping[str, str]) -> list[st
 def markdown_table(
     frame: pd.DataFrame, title: str, header: Sequence[str], labels: Mapping[str, str]
 ) -> str:
-    """Rows: methods; cells 'LDS [lo, hi]' (95% bootstrap CI over targets).
+    """Rows: methods; cells 'LDS [lo, hi]' (95% bootstrap CI over subsets and targets).
 
     Per-step frames: columns are steps, one section per target group. D-TRAK frames (no
     ``step`` column): columns are the target groups.
@@ -143,8 +149,8 @@ def header_lines(
         "held out, used only to choose lambda",
         "- targets: " + ", ".join(f"{n} {name}" for name, n in target_counts.items()),
         f"- LDS: Spearman(masks @ scores, -loss) per target across subsets, mean over targets; "
-        f"{lds_cfg['ci_level']:.0%} percentile bootstrap CI over targets ({lds_cfg['bootstrap']} "
-        f"resamples, seed {lds_cfg['seed']})",
+        f"{lds_cfg['ci_level']:.0%} two-way percentile bootstrap CI resampling subsets and "
+        f"targets ({lds_cfg['bootstrap']} resamples, seed {lds_cfg['seed']})",
         f"- ground truth f_t: R = {resamples} noises per target and step, the same for every "
         f"model; D-TRAK loss: {lds_cfg['dtrak_draws']} uniform (t, noise) draws per target",
         "- lambda (chosen on held-out subsets): "
