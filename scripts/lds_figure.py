@@ -15,6 +15,6 @@ files = ", ".join(smk.params.provenance["config_files"])
 sub = smk.params.subsets
 title = (
     f"LDS per step ({files}; {sub['count']} subsets x {sub['seeds']} model(s), "
-    f"95% bootstrap CI over targets)"
+    f"95% bootstrap CI over subsets and targets)"
 )
 plot_lds(frame, smk.output[0], labels, title)

@@ -90,9 +90,10 @@ def markdown(rows: Sequence[TargetRuntime], cores: int) -> str:
     ]
     for r in rows:
         note = "" if r.measured == r.jobs else f" ({r.measured} measured)"
+        own = f"{r.own_s:.0f} s" if r.own_s == r.own_s else "no benchmark"
         lines.append(
             f"| `{r.target}` | {r.jobs}{note} | {r.cpu_s / 60:.1f} min | "
-            f"{r.cpu_s / cores / 60:.1f} min | {r.own_s:.0f} s |"
+            f"{r.cpu_s / cores / 60:.1f} min | {own} |"
         )
     return "\n".join(lines) + "\n"
 
