@@ -83,9 +83,7 @@ def dtrak_lds_rows(
     """D-TRAK-protocol LDS rows of one method: step-averaged scores against losses (m, M)."""
     predicted = predicted_outputs(masks, np.asarray(scores, dtype=np.float64).mean(axis=1))
     actual = -np.asarray(losses, dtype=np.float64)
-    return _rows(
-        method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level
-    )
+    return _rows(method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level)
 
 
 def _cell(row: pd.Series) -> str:
