@@ -1,0 +1,202 @@
+"""profiles/slurm on a real one-node SLURM (tests/slurm_cluster.py): the ci DAG runs through
+snakemake-executor-plugin-slurm, a training job cancelled mid-run is retried and resumes its saved
+state, and the retried model is bit for bit the one a local run trains. Skips, saying why, only
+where SLURM cannot run here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from slurm_cluster import ACTIVE, SlurmCluster, SlurmJob, SlurmUnavailable, start_cluster
+
+PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "slurm" / "profile.yaml"
+SLOTS = 4  # jobs at once on the node: ci jobs mostly start Python or wait for a status check
+TRAINING_JOB = re.compile(r"rule_(train|retrain)_wildcards_(\d+)(?:_(\d+))?")
+RUN_TIMEOUT_S = 3600  # generous: a loaded 2-core machine takes several times as long
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A one-node SLURM for the session, or a skip that says why there is none."""
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"), cpus=SLOTS)
+    except SlurmUnavailable as err:
+        pytest.skip(f"no SLURM cluster on this machine: {err}")
+    yield cluster
+    cluster.stop()
+
+
+def snakemake(
+    exe: str, repo: Path, *args: str, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [exe, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def dry_run_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job a dry run prints."""
+    jobs = re.findall(r"^\s*rule (\w+):\n(?:\s+\w+: .*\n)*?\s+resources: (.*)$", text, re.M)
+    return [(rule, dict(kv.split("=", 1) for kv in res.split(", "))) for rule, res in jobs]
+
+
+def test_profile_sends_torch_rules_to_gpus(snakemake_exe: str, repo: Path, tmp_path: Path) -> None:
+    """Exactly the rules that declare a GPU get the GPU partition and type of set-resources."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    gpu_rules = set(profile["set-resources"])
+    listed = snakemake(snakemake_exe, repo, "--list-rules")
+    assert listed.returncode == 0, listed.stderr
+    unknown = gpu_rules - set(listed.stdout.split())
+    assert not unknown, f"set-resources names rules that do not exist: {unknown}"
+    proc = snakemake(
+        snakemake_exe, repo, "-n", "--workflow-profile", str(PROFILE.parent),
+        "--configfile", "config/ci.yaml", "--config", f"outdir={tmp_path}/results", "device=cuda",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = dry_run_jobs(proc.stdout)
+    assert len(jobs) > 50, proc.stdout[-3000:]
+    cpu_partition = profile["default-resources"]["slurm_partition"]
+    for rule, resources in jobs:
+        wants_gpu = resources.get("gpu") == "1"
+        assert wants_gpu == (rule in gpu_rules), (rule, resources)
+        expected = (
+            profile["set-resources"][rule] if wants_gpu else {"slurm_partition": cpu_partition}
+        )
+        assert {key: resources.get(key) for key in expected} == expected, (rule, resources)
+        assert wants_gpu or "gpu_model" not in resources, (rule, resources)
+
+
+def cluster_profile(cluster: SlurmCluster, root: Path) -> Path:
+    """profiles/slurm, adapted to the test cluster: its partition, no GPUs, no slurmdbd."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    del profile["set-resources"]  # GPU partition and type: this node has neither
+    profile["default-resources"]["slurm_partition"] = cluster.partition
+    profile |= {
+        "slurm-status-command": "squeue",  # sacct needs slurmdbd; squeue shows jobs for MinJobAge
+        # ci jobs take seconds: check 1 s after a job ended (the plugin adds 10 s per idle check)
+        "slurm-init-seconds-before-status-checks": 1,
+        "seconds-between-status-checks": 1,
+        "slurm-logdir": str(root / "slurm_logs"),
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+    }
+    (root / "profile").mkdir()
+    (root / "profile" / "profile.yaml").write_text(yaml.safe_dump(profile))
+    return root / "profile"
+
+
+def model_of(job: SlurmJob) -> str | None:
+    """The model a train/retrain job writes, from the comment the plugin gives the job."""
+    match = TRAINING_JOB.fullmatch(job.comment)
+    if not match:
+        return None
+    rule, a, b = match.groups()
+    return f"full_{a}" if rule == "train" else f"subset_{a}_s{b}"
+
+
+def cancel_training_job(
+    cluster: SlurmCluster, outdir: Path, run: subprocess.Popen
+) -> SlurmJob | None:
+    """scancel the first training job seen running with a saved state (past a checkpoint).
+
+    Returns the cancelled job (one that finished before scancel reached it does not count), or
+    None if the run ended first.
+    """
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while run.poll() is None and time.monotonic() < deadline:
+        saved = {path.stem for path in (outdir / ".train_state").glob("*.pt")}
+        for job in cluster.jobs() if saved else []:
+            if job.state == "RUNNING" and model_of(job) in saved:
+                cluster.run("scancel", job.job_id)
+                if final_state(cluster, job.job_id) == "CANCELLED":
+                    return job
+        time.sleep(0.05)
+    return None
+
+
+def final_state(cluster: SlurmCluster, job_id: str) -> str:
+    """The job's state once it has ended (squeue keeps ended jobs for MinJobAge)."""
+    for _ in range(600):
+        states = {job.job_id: job.state for job in cluster.jobs()}
+        if states.get(job_id) not in ACTIVE:
+            return states.get(job_id, "GONE")
+        time.sleep(0.1)
+    return "STILL RUNNING"
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+@pytest.mark.slurm
+def test_ci_dag_on_slurm_survives_a_cancelled_job(
+    slurm_cluster: SlurmCluster, snakemake_exe: str, repo: Path, tmp_path: Path
+) -> None:
+    outdir = tmp_path / "results"
+    profile = cluster_profile(slurm_cluster, tmp_path)
+    common = ["--workflow-profile", str(profile), "--configfile", "config/ci.yaml",
+              "--config", f"outdir={outdir}"]  # fmt: skip
+    log = tmp_path / "snakemake.log"
+    start = time.monotonic()
+    with open(log, "w") as out:
+        run = subprocess.Popen(
+            [snakemake_exe, *common], cwd=repo, env=slurm_cluster.env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            cancelled = cancel_training_job(slurm_cluster, outdir, run)
+            returncode = run.wait(timeout=RUN_TIMEOUT_S)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    text = log.read_text()
+    print(f"ci DAG on SLURM: {time.monotonic() - start:.0f} s")
+    assert cancelled, "no training job seen running past a checkpoint to cancel:\n" + text[-6000:]
+    assert returncode == 0, text[-6000:] + slurm_cluster.logs()
+
+    # the cancelled job failed as CANCELLED, Snakemake resubmitted it, and the retry resumed
+    assert f"SLURM-job '{cancelled.job_id}' failed, SLURM status is: 'CANCELLED'" in text
+    retries = [job for job in slurm_cluster.jobs() if job.comment == cancelled.comment]
+    retries.sort(key=lambda job: int(job.job_id))
+    assert [job.state for job in retries] == ["CANCELLED", "COMPLETED"], retries
+    model = model_of(cancelled)
+    rule = "train" if model.startswith("full") else "retrain"
+    train_log = (outdir / "logs" / rule / f"{model}.log").read_text()
+    assert "resumed from" in train_log, train_log
+
+    # the resumed model is bit for bit what the same rule trains locally, uninterrupted
+    reference = tmp_path / "reference"
+    local = snakemake(
+        snakemake_exe, repo, "--cores", "2", "--configfile", "config/ci.yaml",
+        "--config", f"outdir={reference}", "--", f"{reference}/models/{model}/model.safetensors",
+    )  # fmt: skip
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    ours = load_weights(outdir / "models" / model / "model.safetensors")
+    theirs = load_weights(reference / "models" / model / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name, weights in ours.items():
+        assert weights.tobytes() == theirs[name].tobytes(), name
+
+    # every final output is there and up to date; the scores and tables have their shapes
+    again = snakemake(snakemake_exe, repo, "-n", *common, env=slurm_cluster.env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+    cfg = yaml.safe_load((repo / "config" / "ci.yaml").read_text())
+    n_targets = cfg["sampling"]["num_targets"] + cfg["sampling"]["num_validation"]
+    scores = np.load(outdir / "scores" / "trak" / "scores.npy")
+    assert scores.shape[:2] == (n_targets, len(cfg["sampling"]["grid"]))
+    assert np.isfinite(scores).all()
+    lds = (outdir / "tables" / "lds.csv").read_text()
+    assert all(method in lds for method in ("trak", "dtrak", "pixel", "random"))
+    for name in ("lds.png", "influencers.png", "transitions.png", "counterfactual.png"):
+        assert (outdir / "figures" / name).stat().st_size > 0, name
