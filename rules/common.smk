@@ -3,13 +3,16 @@
 
 from snakemake.utils import validate
 
-from stepattr.config import ConfigError, check_config
+validate(config, schema="../config/schema.yaml")  # also fills the schema's defaults: every process
+if workflow.is_main_process:
+    # Relations between keys (stepattr.config, which imports torch): checked once before any
+    # job, not again in each job's own Snakemake process (a SLURM job would pay seconds).
+    from stepattr.config import ConfigError, check_config
 
-validate(config, schema="../config/schema.yaml")
-try:
-    check_config(config)
-except ConfigError as err:
-    raise WorkflowError(f"invalid config: {err}")
+    try:
+        check_config(config)
+    except ConfigError as err:
+        raise WorkflowError(f"invalid config: {err}")
 
 OUT = config["outdir"].rstrip("/")
 DATASET = config["dataset"]["name"]
@@ -477,7 +480,7 @@ def counterfactual_reference():
 
 def removed_model_ids():
     """One retrained model per removal rule, pair and fraction."""
-    from stepattr.counterfactual import removed_model_id
+    from stepattr.model_ids import removed_model_id
 
     cf = config["counterfactual"]
     return [
@@ -527,7 +530,7 @@ def counterfactual_fraction(wildcards):
 
 def counterfactual_eval_pairs(wildcards):
     """Pairs a model is evaluated on: every pair for the reference, else its own."""
-    from stepattr.counterfactual import parse_removed_model_id
+    from stepattr.model_ids import parse_removed_model_id
 
     if wildcards.model_id == counterfactual_reference():
         return list(range(len(config["counterfactual"]["pairs"])))
@@ -545,14 +548,6 @@ def counterfactual_eval_files():
 
 
 # ---------------------------------------------------------------------------- figures
-
-
-try:
-    from stepattr.figures.patches import check_figures_config
-
-    check_figures_config(config)
-except ValueError as err:
-    raise WorkflowError(f"invalid config: {err}")
 
 
 def figures_outputs():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,29 +48,30 @@ def snakemake_exe() -> str:
 
 
 @pytest.fixture(scope="session")
-def ci_run(tmp_path_factory: pytest.TempPathFactory, snakemake_exe: str) -> Path:
+def run_snakemake(snakemake_exe: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_snakemake(*args, env=None, timeout=3600)``: snakemake in the repository, its output
+    captured; a failed run is returned, not raised (tests assert on it)."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: int = 3600
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [snakemake_exe, *args], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory: pytest.TempPathFactory, run_snakemake) -> Path:
     """Run the whole DAG once on config/ci.yaml into a temporary outdir; return that outdir.
 
     Session-scoped so the integration test and the report test share one run.
     """
-    import subprocess
-
     outdir = tmp_path_factory.mktemp("ci") / "results"
-    proc = subprocess.run(
-        [
-            snakemake_exe,
-            "--cores",
-            "2",
-            "--configfile",
-            "config/ci.yaml",
-            "--config",
-            f"outdir={outdir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
+    proc = run_snakemake(
+        "--cores", "2", "--configfile", "config/ci.yaml", "--config", f"outdir={outdir}"
     )
     if proc.returncode != 0:
         pytest.fail(f"the ci DAG failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")

@@ -7,7 +7,6 @@ library offers) and through snakemake itself (what a user sees: the run stops be
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,6 @@ def write_config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
-
-
-def snakemake_dry_run(exe: str, repo: Path, configfile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [exe, "-n", "--cores", "1", "--configfile", str(configfile)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("configfile", CONFIGS)
@@ -74,11 +62,11 @@ def test_schema_errors_name_the_key(
 
 @pytest.mark.parametrize(("breakage", "key"), SCHEMA_ERRORS)
 def test_snakemake_stops_on_schema_errors(
-    repo: Path, tmp_path: Path, default_cfg, snakemake_exe: str, breakage: Callable, key: str
+    repo: Path, tmp_path: Path, default_cfg, run_snakemake, breakage: Callable, key: str
 ) -> None:
     cfg = copy.deepcopy(default_cfg)
     breakage(cfg)
-    proc = snakemake_dry_run(snakemake_exe, repo, write_config(tmp_path, cfg))
+    proc = run_snakemake("-n", "--cores", "1", "--configfile", str(write_config(tmp_path, cfg)))
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert key in output, output
@@ -127,11 +115,11 @@ def test_check_config_alone_catches_relations(default_cfg) -> None:
 
 
 def test_snakemake_stops_on_semantic_error(
-    repo: Path, tmp_path: Path, default_cfg, snakemake_exe: str
+    repo: Path, tmp_path: Path, default_cfg, run_snakemake
 ) -> None:
     cfg = copy.deepcopy(default_cfg)
     cfg["model"]["norm_num_groups"] = 5
-    proc = snakemake_dry_run(snakemake_exe, repo, write_config(tmp_path, cfg))
+    proc = run_snakemake("-n", "--cores", "1", "--configfile", str(write_config(tmp_path, cfg)))
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert "model.norm_num_groups" in output, output

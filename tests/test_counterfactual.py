@@ -16,10 +16,8 @@ from stepattr.counterfactual import (
     evaluate_model,
     interval_low,
     keep_mask,
-    parse_removed_model_id,
     random_removal,
     removal_count,
-    removed_model_id,
     resolve_pairs,
     select_removed,
     top_k,
@@ -34,6 +32,7 @@ from stepattr.counterfactual_report import (
 )
 from stepattr.detectors import Detector
 from stepattr.diffusion import Schedule, build_unet, eps_model, sample, save_model, unet_kwargs
+from stepattr.model_ids import parse_removed_model_id, removed_model_id
 from stepattr.outputs import output_value, target_draws
 from stepattr.training import load_subset_row
 from stepattr.transitions import sample_completions

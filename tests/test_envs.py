@@ -90,18 +90,11 @@ ALL_RULES = [rule for smk in WORKFLOW_FILES for rule in parse_rules(smk)]
 SCRIPTED = [rule for rule in ALL_RULES if "script" in rule.directives]
 
 
-def test_rules_are_found(snakemake_exe: str) -> None:
+def test_rules_are_found(run_snakemake) -> None:
     """No vacuous pass: the parser must find rules, and every rule Snakemake knows."""
     assert ALL_RULES, "no rules found in rules/*.smk"
     assert SCRIPTED, "no rule with a script: found in rules/*.smk"
-    proc = subprocess.run(
-        [snakemake_exe, "--list-rules"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = run_snakemake("--list-rules")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listed = (re.match(r"^(\w+)(?: \(|$)", line) for line in proc.stdout.splitlines())
     known = {match[1] for match in listed if match}

@@ -8,19 +8,12 @@ default config, and check that rules unrelated to that figure are not scheduled.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 CONFIG = "config/config.yaml"
-
-
-def snakemake(exe: str, repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [exe, *args], cwd=repo, capture_output=True, text=True, timeout=1800, check=False
-    )
 
 
 def report_files(outdir: Path) -> list[Path]:
@@ -32,13 +25,9 @@ def report_files(outdir: Path) -> list[Path]:
     return figures + sorted((outdir / "tables").glob("*.csv"))
 
 
-def test_report_lists_every_figure_and_table(
-    ci_run: Path, snakemake_exe: str, repo: Path, tmp_path: Path
-):
+def test_report_lists_every_figure_and_table(ci_run: Path, run_snakemake, tmp_path: Path):
     html = tmp_path / "report.html"
-    proc = snakemake(
-        snakemake_exe,
-        repo,
+    proc = run_snakemake(
         "--configfile",
         "config/ci.yaml",
         "--config",
@@ -61,11 +50,9 @@ def test_report_lists_every_figure_and_table(
     assert text.count("data:image/png") >= sum(p.suffix == ".png" for p in expected)
 
 
-def scheduled_jobs(exe: str, repo: Path, outdir: Path, target: str) -> dict[str, int]:
+def scheduled_jobs(run_snakemake, outdir: Path, target: str) -> dict[str, int]:
     """Rule -> job count of a dry run building only ``target`` (default config, fresh outdir)."""
-    proc = snakemake(
-        exe,
-        repo,
+    proc = run_snakemake(
         f"{outdir}/{target}",
         "-n",
         "--quiet",
@@ -115,10 +102,8 @@ ALONE = {
 
 
 @pytest.mark.parametrize("target", sorted(ALONE))
-def test_figure_builds_alone(
-    snakemake_exe: str, repo: Path, tmp_path: Path, default_config, target
-):
-    jobs = scheduled_jobs(snakemake_exe, repo, tmp_path / "results", target)
+def test_figure_builds_alone(run_snakemake, tmp_path: Path, default_config, target):
+    jobs = scheduled_jobs(run_snakemake, tmp_path / "results", target)
     needed, unrelated = ALONE[target]
     assert needed <= set(jobs), jobs
     assert not unrelated & set(jobs), jobs

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepattr.runtimes import TargetRuntime, benchmark_paths, markdown, read_benchmark
+import pytest
+
+from stepattr.dry_run import dry_run
+from stepattr.runtimes import (
+    TargetRuntime,
+    benchmark_paths,
+    markdown,
+    read_benchmark,
+    target_runtime,
+)
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -36,3 +45,30 @@ def test_markdown_estimates_wall_from_cpu_time_over_cores() -> None:
     row = TargetRuntime("results/figures/lds.png", 4, 3, 500.0, 600.0, 5.0)
     text = markdown([row], cores=2)
     assert "| `results/figures/lds.png` | 4 (3 measured) | 10.0 min | 5.0 min | 5 s |" in text
+
+
+def test_target_runtime_sums_the_benchmarks_of_a_finished_run(
+    ci_run: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the session's ci run, a model from scratch is its data split and its training."""
+    monkeypatch.chdir(repo)
+    args = ["--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}"]
+    row = target_runtime(f"{ci_run}/models/full_0/model.safetensors", args)
+    bench = ci_run / "benchmarks"
+    split = read_benchmark(next((bench / "prepare_data").glob("*.tsv")))
+    train = read_benchmark(bench / "train" / "full_0.tsv")
+    assert (row.jobs, row.measured) == (2, 2)
+    assert row.wall_s == pytest.approx(split[0] + train[0])
+    assert row.cpu_s == pytest.approx(split[1] + train[1])
+    assert row.own_s == train[0]
+    figure = target_runtime(f"{ci_run}/figures/lds.png", args)  # needs many jobs, not all
+    assert row.jobs < figure.measured < figure.jobs  # light rules (lds_figure) have none
+    assert row.cpu_s < figure.cpu_s < sum(read_benchmark(p)[1] for p in bench.rglob("*.tsv"))
+
+
+def test_dry_run_names_what_failed(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    with pytest.raises(RuntimeError, match="no_such_config.yaml"):
+        dry_run(["--configfile", "no_such_config.yaml"])
+    with pytest.raises(ValueError, match="force"):
+        dry_run([], force="all")

@@ -34,30 +34,22 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     cluster.stop()
 
 
-def snakemake(
-    exe: str, repo: Path, *args: str, env: dict | None = None, timeout: int = 600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [exe, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def dry_run_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, resources) of every job a dry run prints."""
     jobs = re.findall(r"^\s*rule (\w+):\n(?:\s+\w+: .*\n)*?\s+resources: (.*)$", text, re.M)
     return [(rule, dict(kv.split("=", 1) for kv in res.split(", "))) for rule, res in jobs]
 
 
-def test_profile_sends_torch_rules_to_gpus(snakemake_exe: str, repo: Path, tmp_path: Path) -> None:
+def test_profile_sends_torch_rules_to_gpus(run_snakemake, tmp_path: Path) -> None:
     """Exactly the rules that declare a GPU get the GPU partition and type of set-resources."""
     profile = yaml.safe_load(PROFILE.read_text())
     gpu_rules = set(profile["set-resources"])
-    listed = snakemake(snakemake_exe, repo, "--list-rules")
+    listed = run_snakemake("--list-rules")
     assert listed.returncode == 0, listed.stderr
     unknown = gpu_rules - set(listed.stdout.split())
     assert not unknown, f"set-resources names rules that do not exist: {unknown}"
-    proc = snakemake(
-        snakemake_exe, repo, "-n", "--workflow-profile", str(PROFILE.parent),
+    proc = run_snakemake(
+        "-n", "--workflow-profile", str(PROFILE.parent),
         "--configfile", "config/ci.yaml", "--config", f"outdir={tmp_path}/results", "device=cuda",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -140,7 +132,7 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.slurm
 def test_ci_dag_on_slurm_survives_a_cancelled_job(
-    slurm_cluster: SlurmCluster, snakemake_exe: str, repo: Path, tmp_path: Path
+    slurm_cluster: SlurmCluster, snakemake_exe: str, run_snakemake, repo: Path, tmp_path: Path
 ) -> None:
     outdir = tmp_path / "results"
     profile = cluster_profile(slurm_cluster, tmp_path)
@@ -176,8 +168,8 @@ def test_ci_dag_on_slurm_survives_a_cancelled_job(
 
     # the resumed model is bit for bit what the same rule trains locally, uninterrupted
     reference = tmp_path / "reference"
-    local = snakemake(
-        snakemake_exe, repo, "--cores", "2", "--configfile", "config/ci.yaml",
+    local = run_snakemake(
+        "--cores", "2", "--configfile", "config/ci.yaml",
         "--config", f"outdir={reference}", "--", f"{reference}/models/{model}/model.safetensors",
     )  # fmt: skip
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
@@ -188,7 +180,7 @@ def test_ci_dag_on_slurm_survives_a_cancelled_job(
         assert weights.tobytes() == theirs[name].tobytes(), name
 
     # every final output is there and up to date; the scores and tables have their shapes
-    again = snakemake(snakemake_exe, repo, "-n", *common, env=slurm_cluster.env)
+    again = run_snakemake("-n", *common, env=slurm_cluster.env)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
     cfg = yaml.safe_load((repo / "config" / "ci.yaml").read_text())

@@ -172,9 +172,11 @@ def test_features_invariant_to_batch_size_sharding_and_passes(ci_model_cfg):
         model, "loss", ALPHAS, "rademacher", 32, 2, draws_per_pass=1
     )
     passes = train_features(one_draw_per_pass, images, np.arange(7), 2, 0, 1000, batch_size=4)
-    np.testing.assert_allclose(small, whole, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.concatenate(shards), whole, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(passes, whole, rtol=1e-4, atol=1e-6)
+    # float32 sums of many gradient terms: an entry near 0 keeps the error of the row's scale
+    atol = 1e-5 * np.abs(whole).max()
+    np.testing.assert_allclose(small, whole, rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(np.concatenate(shards), whole, rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(passes, whole, rtol=1e-4, atol=atol)
     assert [len(shard_indices(7, 3, s)) for s in range(3)] == [3, 2, 2]
 
 

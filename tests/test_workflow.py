@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,27 +9,15 @@ import pytest
 CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml", "config/cifar2.yaml"]
 
 
-def run_snakemake(
-    exe: str, repo: Path, *args: str, timeout: int = 3000
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [exe, *args], cwd=repo, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def test_lint_is_clean(snakemake_exe: str, repo: Path) -> None:
-    proc = run_snakemake(snakemake_exe, repo, "--lint")
+def test_lint_is_clean(run_snakemake) -> None:
+    proc = run_snakemake("--lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("configfile", CONFIGS)
-def test_dry_run_every_config(
-    snakemake_exe: str, repo: Path, configfile: str, tmp_path: Path
-) -> None:
+def test_dry_run_every_config(run_snakemake, configfile: str, tmp_path: Path) -> None:
     proc = run_snakemake(
-        snakemake_exe,
-        repo,
         "-n",
         "--quiet",
         "rules",
@@ -44,7 +31,7 @@ def test_dry_run_every_config(
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_whole_dag_on_ci_config(ci_run: Path, snakemake_exe: str, repo: Path) -> None:
+def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None:
     """The ci DAG ran; its outputs fit together; a second run has nothing left to do."""
     import numpy as np
     import pandas as pd
@@ -66,7 +53,7 @@ def test_whole_dag_on_ci_config(ci_run: Path, snakemake_exe: str, repo: Path) ->
     for name in ("lds.png", "influencers.png", "transitions.png", "counterfactual.png"):
         assert (ci_run / "figures" / name).stat().st_size > 0, name
     again = run_snakemake(
-        snakemake_exe, repo, "-n", "--cores", "1",
+        "-n", "--cores", "1",
         "--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from stepattr.diffusion import Schedule, build_unet, check_model_config
+from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
 from stepattr.trak.methods import attribution_methods, attribution_projectors
 
@@ -63,6 +64,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 f"dataset.{key} is required when dataset.source = {dataset['source']}"
             )
     check_attribution(cfg)
+    try:
+        check_figures_config(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     for i, pair in enumerate(cfg.get("counterfactual", {}).get("pairs", [])):
         if pair["target"] >= cfg["sampling"]["num_targets"]:
             raise ConfigError(

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from stepattr.dry_run import dry_run
 
 
 @dataclass(frozen=True)
@@ -223,14 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=sorted(THROUGHPUT), default="cuda")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.configfile).read_text())
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", args.configfile],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        return proc.returncode
-    counts = parse_job_counts(proc.stdout + proc.stderr)
+    try:
+        listing = dry_run(["--configfile", args.configfile])
+    except RuntimeError as err:
+        sys.stderr.write(f"{err}\n")
+        return 1
+    counts = parse_job_counts(listing)
     sys.stdout.write(markdown(cost_table(cfg, counts, args.device), args.device, args.configfile))
     return 0
 

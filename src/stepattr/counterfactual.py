@@ -32,7 +32,6 @@ Removal rules (k = round(fraction x n_train)):
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -46,33 +45,17 @@ from stepattr.detectors import Detector
 from stepattr.diffusion import eps_model, load_model
 from stepattr.images import load_split
 from stepattr.io import save_csv, save_npy
+from stepattr.model_ids import REMOVAL_RULES
 from stepattr.seeds import RANDOM_REMOVAL, numpy_rng
 from stepattr.subset_outputs import step_losses
 from stepattr.transitions import load_targets, sample_completions, target_features
 
-RULES = ("trak", "random", "pixel")
 PAIR_COLUMNS = ["pair", "target_id", "step", "t_low"]
 REMOVAL_COLUMNS = ["rank", "train_index", "label", "score", "trak_score"]
 EVAL_COLUMNS = [
     "model_id", "pair", "target_id", "step", "t_low", "feature", "f",
     "same_interval", "same_rest", "n", "detector",
 ]  # fmt: skip
-REMOVED_MODEL = re.compile(r"removed_(trak|random|pixel)_p(\d+)_f(\d+)")
-
-
-def removed_model_id(rule: str, pair: int, fraction_index: int) -> str:
-    """``removed_{rule}_p{pair}_f{fraction index}``: the model retrained without a removal."""
-    if rule not in RULES:
-        raise ValueError(f"unknown removal rule {rule!r}; expected one of {RULES}")
-    return f"removed_{rule}_p{int(pair)}_f{int(fraction_index)}"
-
-
-def parse_removed_model_id(model_id: str) -> tuple[str, int, int]:
-    """``(rule, pair, fraction index)`` of a removed model's id."""
-    match = REMOVED_MODEL.fullmatch(model_id)
-    if not match:
-        raise ValueError(f"{model_id!r} is not a removed-model id (removed_<rule>_p<i>_f<j>)")
-    return match.group(1), int(match.group(2)), int(match.group(3))
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -175,8 +158,8 @@ def select_removed(
     """Training indices a removal rule takes out (``scores``: the rule's (n_train,) scores)."""
     if rule == "random":
         return random_removal(n_train, k, seed, target_id, step)
-    if rule not in RULES:
-        raise ValueError(f"unknown removal rule {rule!r}; expected one of {RULES}")
+    if rule not in REMOVAL_RULES:
+        raise ValueError(f"unknown removal rule {rule!r}; expected one of {REMOVAL_RULES}")
     if scores is None or len(scores) != n_train:
         raise ValueError(f"removal rule {rule!r} needs {n_train} scores")
     return top_k(scores, k)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from stepattr.counterfactual import parse_removed_model_id
+from stepattr.model_ids import parse_removed_model_id
 from stepattr.transitions import wilson_interval
 
 SCHEMES = {"interval": "(a) retrained on the interval only", "rest": "(b) retrained from t on"}

@@ -13,13 +13,14 @@ jobs are ready (the critical path is shorter than that for every target of the d
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from stepattr.dry_run import dry_run
 
 
 @dataclass(frozen=True)
@@ -50,20 +51,11 @@ def read_benchmark(path: str | Path) -> tuple[float, float]:
     return float(row["s"]), float(row["cpu_time"])
 
 
-def dry_run(target: str, snakemake_args: Sequence[str]) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"]
-    cmd += [*snakemake_args, "--", target]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"snakemake -n {target} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
-
-
 def target_runtime(target: str, snakemake_args: Sequence[str] = ()) -> TargetRuntime:
     """Summed benchmarks of every job ``target`` needs from scratch."""
-    jobs, paths = benchmark_paths(dry_run(target, snakemake_args))
+    jobs, paths = benchmark_paths(dry_run([*snakemake_args, "--", target], force="forceall"))
     found = [read_benchmark(p) for p in paths if Path(p).exists()]
-    own = dry_run_own_job(target, snakemake_args)
+    own = own_job_benchmark(target, snakemake_args)
     return TargetRuntime(
         target=target,
         jobs=jobs,
@@ -74,13 +66,13 @@ def target_runtime(target: str, snakemake_args: Sequence[str] = ()) -> TargetRun
     )
 
 
-def dry_run_own_job(target: str, snakemake_args: Sequence[str]) -> str | None:
+def own_job_benchmark(target: str, snakemake_args: Sequence[str]) -> str | None:
     """Benchmark file of the job that writes ``target`` (a dry run forcing only that job)."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--force", "--cores", "1"]
-    cmd += [*snakemake_args, "--", target]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    paths = benchmark_paths(proc.stdout + proc.stderr)[1]
-    return paths[0] if proc.returncode == 0 and paths else None
+    try:
+        paths = benchmark_paths(dry_run([*snakemake_args, "--", target], force="force"))[1]
+    except RuntimeError:
+        return None
+    return paths[0] if paths else None
 
 
 def markdown(rows: Sequence[TargetRuntime], cores: int) -> str:
