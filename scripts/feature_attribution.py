@@ -14,6 +14,7 @@ from stepattr.feature_attribution import (  # noqa: E402
 )
 from stepattr.images import load_split  # noqa: E402
 from stepattr.io import save_csv, save_text, sha256_file  # noqa: E402
+from stepattr.provenance import describe_config  # noqa: E402
 
 cfg = smk.params.transitions
 scores, index, grid, meta = load_scores(smk.input.scores, smk.input.index, smk.input.meta)
@@ -22,8 +23,7 @@ _, train_labels, _ = load_split(smk.input.train)
 per_target = influencer_fractions(scores, index, grid, intervals, train_labels, cfg["top_k"])
 summary = summarize(per_target, intervals)
 header = {
-    "config": ", ".join(smk.params.provenance["config_files"]) or "(none)",
-    "config overrides": smk.params.provenance["config_overrides"] or "none",
+    "config": describe_config(smk.params.provenance),
     "transitions": {k: cfg[k] for k in ("detector", "completions", "completion_steps", "seed")},
     "detector used": ", ".join(sorted(set(intervals["detector"]))),
     "scores": f"{meta.get('method')} (lambda {meta.get('lambda')}, models {meta.get('models')})",

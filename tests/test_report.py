@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stepattr.provenance import describe_config
+
 CONFIG = "config/config.yaml"
 
 
@@ -120,3 +122,14 @@ def test_figure_builds_alone(run_snakemake, tmp_path: Path, default_config, targ
         assert jobs.get("featurize_train", 0) <= models * shards
     if target == "figures/influencers/generated_0.png":
         assert jobs["influencer_figure"] == 1
+
+
+def test_tables_and_figures_name_config_files_then_overrides() -> None:
+    provenance = {
+        "config_files": ["config/config.yaml", "config/ci.yaml"],
+        "config_overrides": {"outdir": "results/x"},
+    }
+    assert describe_config(provenance) == (
+        "config/config.yaml, config/ci.yaml; overrides {'outdir': 'results/x'}"
+    )
+    assert describe_config({"config_files": [], "config_overrides": {}}) == "(no config file)"

@@ -9,7 +9,13 @@ block widths, which tracks the UNet's multiply-adds across the configs here. The
 
 - ``cpu``: measured on 2 CPU cores (one thread per job, mnist5k default UNet, 267k parameters):
   training ~600 images/s; vmap per-example gradients ~1.5x a training image, the torch
-  projection ~40 GFLOP/s; factored featurization ~490 pairs/s (1.25x a training image).
+  projection ~40 GFLOP/s; factored featurization ~490 pairs/s (1.25x a training image). These
+  are rates of jobs sharing the 2 cores inside a run; one job alone trains ~1,000 images/s.
+  Shared-batch subset models (``kept`` = alpha of each batch) are counted at alpha of a step:
+  alone on a core, a step of 64 of 128 images took 0.56x a full step (scripts/
+  benchmark_training.py --batch-size 64 vs 128: 923 vs 1,027 images/s, ~15 ms per step
+  that does not shrink with the batch), and an 800-step subset model of the default config
+  took 70 s against 86 s estimated.
 - ``cuda``: measured on one H100 for the 35.7M CIFAR-10 UNet (DESIGN.md): bf16 training 1,630
   images/s (batch 128); vmap per-example gradients 157/s (10x a training image); fast_jl
   projection at k = 4,096: 129 gradients/s (3e13 multiply-add x 2 per second); a hook-based

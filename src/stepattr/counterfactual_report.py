@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from stepattr.model_ids import parse_removed_model_id
+from stepattr.provenance import describe_config
 from stepattr.transitions import wilson_interval
 
 SCHEMES = {"interval": "(a) retrained on the interval only", "rest": "(b) retrained from t on"}
@@ -182,15 +183,13 @@ def header_lines(
     inputs: Sequence[str],
 ) -> list[str]:
     """What a reader needs to recompute the table: config, seeds, models, protocol, inputs."""
-    files = ", ".join(provenance.get("config_files", [])) or "(none)"
-    overrides = provenance.get("config_overrides") or {}
     listed = "; ".join(
         f"pair {p.pair}: generated target {p.target_id} at t = {p.step} (interval "
         f"{p.t_low} < s <= {p.step})"
         for p in pairs.itertuples(index=False)
     )
     return [
-        f"- config: {files}" + (f"; overrides {dict(overrides)}" if overrides else ""),
+        f"- config: {describe_config(provenance)}",
         f"- retraining: {recipe['steps']} steps, seed {recipe['seed']} (full_0's recipe), "
         f"reference model {recipe['reference']}",
         f"- seeds: random removal {cf['seed']}, completions {recipe['completion_seed']}, "

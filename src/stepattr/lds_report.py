@@ -22,6 +22,7 @@ import pandas as pd
 
 from stepattr.baselines import BASELINES
 from stepattr.lds import bootstrap_lds, predicted_outputs
+from stepattr.provenance import describe_config
 
 
 def _target_groups(target_set: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -137,10 +138,8 @@ def header_lines(
     inputs: Sequence[str],
 ) -> list[str]:
     """What a reader needs to recompute a table: config, seeds, subsets, protocol, inputs."""
-    files = ", ".join(provenance.get("config_files", [])) or "(none)"
-    overrides = provenance.get("config_overrides") or {}
     return [
-        f"- config: {files}" + (f"; overrides {dict(overrides)}" if overrides else ""),
+        f"- config: {describe_config(provenance)}",
         "- seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()),
         f"- subsets: {subsets['count']} scored x {subsets['seeds']} model(s) each (alpha "
         f"{subsets['alpha']}, {subsets['train_steps']} training steps); {subsets['heldout']} "

@@ -32,6 +32,7 @@ from stepattr.figures.patch_figure import WHOLE_IMAGE, PatchRow, patch_figure
 from stepattr.figures.patches import configured_patches, patch_target_features
 from stepattr.images import load_split
 from stepattr.io import atomic_path, load_json, save_csv, save_json, save_npy
+from stepattr.provenance import describe_config
 from stepattr.target_sets import load_target_sets
 from stepattr.targets import check_targets
 from stepattr.trak.scores import trak_scores
@@ -91,12 +92,9 @@ def score_row(index: pd.DataFrame, target_id: int, target_set: str | None = None
 
 def method_heading(meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
     """What produced the scores: method, lambda, ensemble size and the config files."""
-    files = ", ".join(provenance.get("config_files", [])) or "(no config file)"
-    overrides = provenance.get("config_overrides") or {}
-    extra = f" with {dict(overrides)}" if overrides else ""
     return (
         f"{meta['method']} scores (lambda {float(meta['lambda']):g}, "
-        f"{len(meta.get('models', []))} model(s)); config {files}{extra}"
+        f"{len(meta.get('models', []))} model(s)); config {describe_config(provenance)}"
     )
 
 
