@@ -62,7 +62,7 @@ def test_schema_errors_name_the_key(
 
 @pytest.mark.parametrize(("breakage", "key"), SCHEMA_ERRORS)
 def test_snakemake_stops_on_schema_errors(
-    repo: Path, tmp_path: Path, default_cfg, run_snakemake, breakage: Callable, key: str
+    tmp_path: Path, default_cfg, run_snakemake, breakage: Callable, key: str
 ) -> None:
     cfg = copy.deepcopy(default_cfg)
     breakage(cfg)
@@ -114,9 +114,7 @@ def test_check_config_alone_catches_relations(default_cfg) -> None:
         assert key in str(err.value), (dotted, str(err.value))
 
 
-def test_snakemake_stops_on_semantic_error(
-    repo: Path, tmp_path: Path, default_cfg, run_snakemake
-) -> None:
+def test_snakemake_stops_on_semantic_error(tmp_path: Path, default_cfg, run_snakemake) -> None:
     cfg = copy.deepcopy(default_cfg)
     cfg["model"]["norm_num_groups"] = 5
     proc = run_snakemake("-n", "--cores", "1", "--configfile", str(write_config(tmp_path, cfg)))

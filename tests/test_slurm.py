@@ -20,7 +20,7 @@ from slurm_cluster import ACTIVE, SlurmCluster, SlurmJob, SlurmUnavailable, star
 
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "slurm" / "profile.yaml"
 SLOTS = 6  # jobs at once on 2 cores: ci jobs often start Python or wait for a status check
-TRAINING_JOB = re.compile(r"rule_(train|retrain)_wildcards_(\d+)(?:_(\d+))?")
+SUBSET_JOB = re.compile(r"rule_retrain_wildcards_(\d+)_(\d+)")
 SUBSET_STEPS = 300  # ~10 s of training per subset model: time to catch one past a checkpoint
 RUN_TIMEOUT_S = 3600  # generous: a loaded 2-core machine takes several times as long
 
@@ -88,12 +88,9 @@ def cluster_profile(cluster: SlurmCluster, root: Path) -> Path:
 
 
 def model_of(job: SlurmJob) -> str | None:
-    """The model a train/retrain job writes, from the comment the plugin gives the job."""
-    match = TRAINING_JOB.fullmatch(job.comment)
-    if not match:
-        return None
-    rule, a, b = match.groups()
-    return f"full_{a}" if rule == "train" else f"subset_{a}_s{b}"
+    """The subset model a retrain job writes, from the comment the plugin gives the job."""
+    match = SUBSET_JOB.fullmatch(job.comment)
+    return f"subset_{match[1]}_s{match[2]}" if match else None
 
 
 def cancel_subset_training(
@@ -108,8 +105,7 @@ def cancel_subset_training(
     while run.poll() is None and time.monotonic() < deadline:
         saved = {path.stem for path in (outdir / ".train_state").glob("*.pt")}
         for job in cluster.jobs() if saved else []:
-            model = model_of(job)
-            if job.state == "RUNNING" and model in saved and model.startswith("subset_"):
+            if job.state == "RUNNING" and model_of(job) in saved:
                 cluster.run("scancel", job.job_id)
                 if final_state(cluster, job.job_id) == "CANCELLED":
                     return job
