@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepattr.baselines import BASELINES
 from stepattr.lds import bootstrap_lds, predicted_outputs
 from stepattr.provenance import describe_config
 
@@ -156,10 +155,15 @@ def header_lines(
     ]
 
 
+REFERENCES = {"random": ("0.45", "--"), "pixel": ("tab:orange", ":")}  # drawn in every panel
+
+
 def plot_lds(
     frame: pd.DataFrame, path: str | os.PathLike, labels: Mapping[str, str], title: str
 ) -> None:
-    """LDS against step (all targets), CI bands, one line per method (baselines dashed)."""
+    """LDS against step (all targets) as small multiples: one panel per method with its CI
+    band, the random and pixel baselines drawn in every panel for reference, and in each
+    panel's title the mean over steps and the steps whose CI excludes 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,31 +173,45 @@ def plot_lds(
     from stepattr.io import atomic_path
 
     data = frame[frame["target_set"] == "all"]
-    methods = list(dict.fromkeys(data["method"]))
-    colors = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=False))
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=150)
-    for method in methods:
-        part = data[data["method"] == method].sort_values("step")
-        ax.plot(
-            part["step"],
-            part["lds"],
-            marker="o",
-            ms=3,
-            ls="--" if method in BASELINES else "-",
-            color=colors[method],
-            label=labels.get(method, method),
+    by_method = {m: part.sort_values("step") for m, part in data.groupby("method", sort=False)}
+    panels = [m for m in by_method if m not in REFERENCES] or list(by_method)
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), dpi=150, sharex=True,
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    for ax, method in zip(axes.flat, panels, strict=False):
+        for ref, (color, style) in REFERENCES.items():
+            if ref in by_method and ref != method:
+                part = by_method[ref]
+                ax.plot(part["step"], part["lds"], color=color, ls=style, lw=1, label=ref)
+                ax.fill_between(
+                    part["step"], part["ci_low"], part["ci_high"], color=color, alpha=0.08
+                )
+        part = by_method[method]
+        ax.plot(part["step"], part["lds"], color="tab:blue", marker="o", ms=3, lw=1.5)
+        ax.fill_between(part["step"], part["ci_low"], part["ci_high"], color="tab:blue", alpha=0.2)
+        ax.axhline(0.0, color="0.3", lw=0.6)
+        above = int((part["ci_low"] > 0).sum())
+        ax.set_title(
+            f"{labels.get(method, method)}\nmean {part['lds'].mean():+.2f}; CI > 0 at "
+            f"{above}/{len(part)} steps",
+            fontsize=8,
         )
-        ax.fill_between(
-            part["step"], part["ci_low"], part["ci_high"], color=colors[method], alpha=0.15
-        )
-    ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
-    ax.set_xlabel("denoising step t (noise level; sampling runs from high t to 0)")
-    ax.set_ylabel("LDS (mean Spearman over targets)")
-    ax.invert_xaxis()
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes.flat[0].invert_xaxis()  # shared: every panel runs from high t to 0
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step t (sampling runs high t -> 0)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("LDS", fontsize=8)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9)
     sns.despine(fig)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
     plt.close(fig)

@@ -275,9 +275,14 @@ def recipe_fingerprint(
 
 @dataclass
 class TrainResult:
-    trainer: DiffusionTrainer
-    losses: pd.DataFrame
+    trainer: Any  # DiffusionTrainer, or BatchedDiffusionTrainer for a group of subset models
+    loss_frames: list[pd.DataFrame]  # one per model
     resumed_from: int
+
+    @property
+    def losses(self) -> pd.DataFrame:
+        """The loss log of a one-model run."""
+        return self.loss_frames[0]
 
 
 def train_diffusion(
@@ -295,24 +300,36 @@ def train_diffusion(
 ) -> TrainResult:
     """Train a UNet on uint8 ``images`` (N, C, H, W) for ``steps`` steps, resuming if possible.
 
-    ``keep``: bool mask over ``images`` for shared-batch training on a subset (see module doc).
+    ``keep``: bool mask (N,) over ``images`` for shared-batch training on a subset (see module
+    doc), or a (G, N) matrix: G subset models of this seed trained together
+    (:class:`stepattr.batched_training.BatchedDiffusionTrainer`).
     With ``state_path`` the training state is saved there every ``checkpoint_every`` steps and
     a matching saved state is resumed from; the caller deletes it once the model is written.
     """
     data = to_model_space(images)
     keep_mask = None if keep is None else torch.from_numpy(np.asarray(keep, dtype=bool))
-    trainer = DiffusionTrainer(data, model_cfg, train_cfg, schedule, seed, device, keep_mask)
+    if keep_mask is not None and keep_mask.dim() == 2:
+        from stepattr.batched_training import BatchedDiffusionTrainer
+
+        trainer = BatchedDiffusionTrainer(
+            data, model_cfg, train_cfg, schedule, seed, device, keep_mask
+        )
+        num_models = keep_mask.shape[0]
+    else:
+        trainer = DiffusionTrainer(data, model_cfg, train_cfg, schedule, seed, device, keep_mask)
+        num_models = 1
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
     if keep is not None:
         digest.update(b"keep:" + np.packbits(np.asarray(keep, dtype=bool)).tobytes())
     fingerprint = recipe_fingerprint(
         model_cfg, train_cfg, schedule, seed, steps, digest.hexdigest()
     )
-    losses = LossLog()
+    logs = [LossLog() for _ in range(num_models)]
     state = load_training_state(state_path, fingerprint) if state_path else None
     if state is not None:
         trainer.load_state_dict(state["trainer"])
-        losses = LossLog(state["losses"])
+        saved = state["losses"]
+        logs = [LossLog(saved[g] if saved.dim() == 3 else saved) for g in range(num_models)]
         log.info("resumed from %s at step %d", state_path, trainer.step)
     resumed_from = trainer.step
     log_every = max(1, steps // MAX_LOG_ROWS)
@@ -324,23 +341,42 @@ def train_diffusion(
     pending: list[torch.Tensor] = []
     clock = time.perf_counter()
     while trainer.step < steps:
-        pending.append(trainer.train_step())
+        pending.append(trainer.train_step().reshape(-1))
         at_checkpoint = state_path is not None and trainer.step % checkpoint_every == 0
         if trainer.step % log_every == 0 or at_checkpoint or trainer.step == steps:
-            values = torch.stack(pending).float().cpu().tolist()  # synchronises the device
+            values = torch.stack(pending).float().cpu()  # (n, G); synchronises the device
             now = time.perf_counter()
-            losses.add(trainer.step, values, len(values) * batch / max(now - clock, 1e-9))
+            rate = len(values) * batch * num_models / max(now - clock, 1e-9)
+            for g, loss_log in enumerate(logs):
+                loss_log.add(trainer.step, values[:, g].tolist(), rate)
             bar.update(len(values))
-            bar.set_postfix(
-                loss=f"{losses.smooth:.4f}", img_s=f"{losses.rows[-1][3]:.0f}", refresh=False
-            )
+            bar.set_postfix(loss=f"{logs[0].smooth:.4f}", img_s=f"{rate:.0f}", refresh=False)
             pending, clock = [], now
         if at_checkpoint and trainer.step < steps:
+            saved = torch.stack([loss_log.tensor() for loss_log in logs])
             payload = {"fingerprint": fingerprint, "trainer": trainer.state_dict()}
-            save_training_state(state_path, payload | {"losses": losses.tensor()})
+            save_training_state(
+                state_path, payload | {"losses": saved if num_models > 1 else saved[0]}
+            )
             clock = time.perf_counter()
     bar.close()
-    return TrainResult(trainer, losses.frame(), resumed_from)
+    return TrainResult(trainer, [loss_log.frame() for loss_log in logs], resumed_from)
+
+
+def _save_trained(
+    out_dir: str | os.PathLike,
+    model: torch.nn.Module,
+    losses: pd.DataFrame,
+    model_cfg: Mapping[str, Any],
+    schedule: Schedule,
+    image_shape: Sequence[int],
+    info: Mapping[str, Any],
+) -> None:
+    """model.safetensors, config.json and loss.csv of one trained workflow model."""
+    channels, size = int(image_shape[0]), int(image_shape[1])
+    info = dict(info) | {"final_loss_smooth": float(losses["loss_smooth"].iloc[-1])}
+    save_model(out_dir, model, unet_kwargs(model_cfg, size, channels), schedule, info)
+    save_csv(Path(out_dir) / "loss.csv", losses)
 
 
 def train_and_save(
@@ -383,7 +419,6 @@ def train_and_save(
         seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
         progress=progress,
     )  # fmt: skip
-    _, channels, size, _ = images.shape
     info = {
         "model_id": model_id,
         "seed": int(seed),
@@ -398,16 +433,70 @@ def train_and_save(
         "torch_threads": torch.get_num_threads(),
         "resumed_from_step": result.resumed_from,
         "ema": result.trainer.ema is not None,
-        "final_loss_smooth": float(result.losses["loss_smooth"].iloc[-1]),
     }
-    save_model(
-        out_dir,
-        result.trainer.final_model(),
-        unet_kwargs(model_cfg, size, channels),
-        schedule,
-        info,
-    )
-    save_csv(Path(out_dir) / "loss.csv", result.losses)
+    _save_trained(
+        out_dir, result.trainer.final_model(), result.losses, model_cfg, schedule,
+        images.shape[1:3], info,
+    )  # fmt: skip
+    Path(state_path).unlink(missing_ok=True)
+
+
+def train_group_and_save(
+    *,
+    train_split: str | os.PathLike,
+    manifest: str | os.PathLike,
+    out_dirs: Sequence[str | os.PathLike],
+    state_path: str | os.PathLike,
+    model_cfg: Mapping[str, Any],
+    train_cfg: Mapping[str, Any],
+    diffusion_cfg: Mapping[str, Any],
+    model_ids: Sequence[str],
+    seed: int,
+    steps: int,
+    device: torch.device,
+    masks: str | os.PathLike,
+    subset_rows: Sequence[int],
+    progress: bool = True,
+) -> None:
+    """Train the shared-batch subset models of ``subset_rows`` (one seed) together, and write
+    each one's files as :func:`train_and_save` would (``batched_group`` records the group)."""
+    if not len(out_dirs) == len(model_ids) == len(subset_rows) > 0:
+        raise ValueError(
+            f"need one output directory and model id per subset row, got {len(out_dirs)}, "
+            f"{len(model_ids)} and {len(subset_rows)}"
+        )
+    images, _, _ = load_split(train_split)
+    keep = np.stack([load_subset_row(masks, int(row), len(images)) for row in subset_rows])
+    schedule = Schedule.from_config(diffusion_cfg)
+    result = train_diffusion(
+        images, model_cfg, train_cfg, schedule,
+        seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
+        progress=progress,
+    )  # fmt: skip
+    trainer = result.trainer
+    for g, (out_dir, model_id, row) in enumerate(
+        zip(out_dirs, model_ids, subset_rows, strict=True)
+    ):
+        info = {
+            "model_id": model_id,
+            "seed": int(seed),
+            "steps": int(steps),
+            "subset_row": int(row),
+            "subset_size": int(keep[g].sum()),
+            "shared_batches": True,
+            "batched_group": [str(m) for m in model_ids],
+            "num_train_images": int(keep[g].sum()),
+            "dataset_manifest_sha256": sha256_file(manifest),
+            "train": dict(train_cfg),
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "resumed_from_step": result.resumed_from,
+            "ema": trainer.use_ema,
+        }
+        _save_trained(
+            out_dir, trainer.model(g), result.loss_frames[g], model_cfg, schedule,
+            images.shape[1:3], info,
+        )  # fmt: skip
     Path(state_path).unlink(missing_ok=True)
 
 
