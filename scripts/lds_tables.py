@@ -25,9 +25,10 @@ steps, whole, labels = lds_frames(
 )
 lambdas = {}
 for method, directory in score_dirs.items():
-    lam = load_json(f"{directory}/meta.json").get("lambda")
-    if lam is not None:
-        lambdas[method] = lam
+    meta = load_json(f"{directory}/meta.json")
+    if meta.get("lambda") is not None:
+        edge = meta.get("lambda_record", {}).get("grid_edge")
+        lambdas[method] = f"{meta['lambda']:g}" + (f" ({edge} of the grid)" if edge else "")
 header = header_lines(
     smk.params.provenance,
     smk.params.seeds,

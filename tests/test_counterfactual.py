@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from tiny_models import TINY_UNET
 
 from stepattr.counterfactual import (
@@ -388,3 +389,23 @@ def test_pair_changes_needs_every_evaluation(tmp_path):
         pair_changes(evals[evals["model_id"] != "removed_trak_p1_f0"], removals, "full_0")
     with pytest.raises(ValueError, match="reference"):
         pair_changes(evals[evals["model_id"] != "full_0"], removals, "full_1")
+
+
+def test_paired_gap_is_a_t_interval_over_pairs_of_the_first_rule_minus_another():
+    from stepattr.counterfactual_report import paired_gap
+
+    per_pair = pd.DataFrame(
+        {
+            "pair": [0, 1, 2, 0, 1, 2, 0],
+            "rule": ["trak"] * 3 + ["random"] * 3 + ["pixel"],
+            "fraction": [0.05] * 7,
+            "df_rel": [5.0, 6.0, 7.0, 1.0, 2.0, 4.0, 9.0],
+        }
+    )
+    gaps = np.array([4.0, 4.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / np.sqrt(3)
+    mean, low, high = paired_gap(per_pair, "random", 0.05, "trak")
+    assert mean == pytest.approx(gaps.mean())
+    assert (low, high) == pytest.approx((gaps.mean() - half, gaps.mean() + half))
+    mean, low, high = paired_gap(per_pair, "pixel", 0.05, "trak")  # one shared pair: no CI
+    assert mean == pytest.approx(-4.0) and np.isnan(low) and np.isnan(high)

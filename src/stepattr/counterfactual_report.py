@@ -103,8 +103,22 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
+def paired_gap(per_pair: pd.DataFrame, rule: str, fraction: float, lead: str) -> tuple:
+    """Mean and Student-t CI over pairs of ``df_rel(lead) - df_rel(rule)``, paired on the
+    (target, step) pair: how much more the ``lead`` rule's removal moved f_t than ``rule``'s."""
+    cols = ["pair", "df_rel"]
+    at = per_pair[per_pair["fraction"] == fraction]
+    both = at.loc[at["rule"] == lead, cols].merge(
+        at.loc[at["rule"] == rule, cols], on="pair", suffixes=("_lead", "_rule")
+    )
+    if both.empty:
+        return float("nan"), float("nan"), float("nan")
+    return mean_ci(both["df_rel_lead"] - both["df_rel_rule"])
+
+
 def summarize(per_pair: pd.DataFrame, rules: Sequence[str]) -> pd.DataFrame:
-    """One row per (rule, fraction), rules in the given order, fractions ascending."""
+    """One row per (rule, fraction), rules in the given order, fractions ascending; the first
+    rule (TRAK) is compared with every other one pair by pair (``gap_*`` columns)."""
     rows = []
     for rule in rules:
         part = per_pair[per_pair["rule"] == rule]
@@ -118,6 +132,11 @@ def summarize(per_pair: pd.DataFrame, rules: Sequence[str]) -> pd.DataFrame:
             for col in ("df", "df_rel"):
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean_ci(group[col])
             row["predicted_df"] = float(group["predicted_df"].mean())
+            row["gap"], row["gap_ci_low"], row["gap_ci_high"] = (
+                paired_gap(per_pair, rule, float(fraction), rules[0])
+                if rule != rules[0]
+                else (float("nan"),) * 3
+            )
             n = int(group["n"].sum())
             for scheme in SCHEMES:
                 for prefix in ("", "ref_"):
@@ -145,9 +164,10 @@ def markdown_table(summary: pd.DataFrame, header: Sequence[str]) -> str:
         "",
         *header,
         "",
-        "| rule | fraction | k | pairs | Δf_t | Δf_t / f_t (%) | TRAK-predicted Δf_t "
-        "| P(same) (a) | ref (a) | P(same) (b) | ref (b) | models |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rule | fraction | k | pairs | Δf_t | Δf_t / f_t (%) | first rule minus this, "
+        "paired (pp) | TRAK-predicted Δf_t | P(same) (a) | ref (a) | P(same) (b) | ref (b) "
+        "| models |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.itertuples(index=False):
         cells = [
@@ -157,6 +177,9 @@ def markdown_table(summary: pd.DataFrame, header: Sequence[str]) -> str:
             str(row.pairs),
             _interval(row.df, row.df_ci_low, row.df_ci_high, ".4g"),
             _interval(row.df_rel, row.df_rel_ci_low, row.df_rel_ci_high, ".2f"),
+            _interval(row.gap, row.gap_ci_low, row.gap_ci_high, "+.2f")
+            if np.isfinite(row.gap)
+            else "",
             f"{row.predicted_df:.4g}",
         ]
         for scheme in SCHEMES:

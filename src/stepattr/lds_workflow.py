@@ -103,8 +103,15 @@ def choose_lambda(
     lams = [float(lam) for lam in lambdas]
     all_scores = trak_scores_multi(list(train_features), list(target_features), lams)
     chosen, per_lambda = select_lambda(lams, lambda lam: all_scores[lams.index(lam)], masks, losses)
+    edge = grid_edge(chosen, lams)
+    if edge:
+        print(
+            f"WARNING: lambda {chosen:g} is the {edge} value offered (attribution.lambdas); "
+            "the best value may lie beyond the grid: widen it"
+        )
     return {
         "lambda": chosen,
+        "grid_edge": edge,
         "criterion": "held-out LDS: Spearman(masks @ scores, -f_t) per target, mean over "
         "targets, then over grid steps; ties go to the smaller lambda",
         "heldout_lds": [{"lambda": lam, "lds": value} for lam, value in per_lambda.items()],
@@ -112,11 +119,21 @@ def choose_lambda(
     }
 
 
+def grid_edge(chosen: float, lambdas: Sequence[float]) -> str | None:
+    """'smallest' or 'largest' where the choice sits on an end of a grid of 3+ values."""
+    if len(lambdas) < 3:
+        return None
+    if chosen == min(lambdas):
+        return "smallest"
+    return "largest" if chosen == max(lambdas) else None
+
+
 def default_lambda(lambdas: Sequence[float]) -> dict[str, Any]:
     """The ``lambda.json`` record when there are no held-out subsets (subsets.heldout = 0)."""
     return {
         "lambda": float(lambdas[0]),
         "criterion": "none: subsets.heldout = 0, so attribution.lambdas[0] is used unchosen",
+        "grid_edge": None,
         "heldout_lds": [],
         "heldout_rows": [],
     }
