@@ -6,6 +6,12 @@ the figures and appends them to results/benchmarks/training.csv (+ one JSON per 
 
     python scripts/benchmark_training.py --config config/config.yaml --threads 1
     python scripts/benchmark_training.py --config config/cifar10.yaml --steps 200 --compile true
+    python scripts/benchmark_training.py --config config/config.yaml --subset-groups 1 2 4
+
+``--subset-groups``: subset-model training (shared batches, subsets.alpha) with G models per
+job (stepattr.batched_training), every G timed in the same process, round-robin, so that the
+comparison shares the machine's state; reports subset model-steps per wall and per CPU
+second and the speed-up over G = 1 (results/benchmarks/subset_training.csv).
 """
 
 from __future__ import annotations
@@ -63,6 +69,71 @@ def time_sampling(unet: torch.nn.Module, schedule: Schedule, batch: int, steps: 
     return steps / (time.perf_counter() - start)
 
 
+def time_subset_groups(
+    images: torch.Tensor,
+    cfg: dict,
+    train_cfg: dict,
+    device: torch.device,
+    groups: list[int],
+    steps: int,
+    warmup: int,
+    rounds: int = 3,
+) -> list[dict]:
+    """Model-steps per second of G shared-batch subset models per job, for each G in
+    ``groups``, measured round-robin over ``rounds`` rounds (median per G)."""
+    from stepattr.batched_training import BatchedDiffusionTrainer
+
+    schedule = Schedule.from_config(cfg["diffusion"])
+    rng = np.random.default_rng(0)
+    alpha = float(cfg["subsets"]["alpha"])
+    trainers = {}
+    for g in groups:
+        keep = torch.from_numpy(rng.random((g, len(images))) < alpha)
+        if g == 1:
+            trainers[g] = DiffusionTrainer(
+                images, cfg["model"], train_cfg, schedule, 0, device, keep[0]
+            )
+        else:
+            trainers[g] = BatchedDiffusionTrainer(
+                images, cfg["model"], train_cfg, schedule, 0, device, keep
+            )
+    timings: dict[int, list[tuple[float, float]]] = {g: [] for g in groups}
+    for _ in range(rounds):
+        for g, trainer in trainers.items():
+            for _ in range(warmup):
+                trainer.train_step()
+            synchronize(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                trainer.train_step()
+            synchronize(device)
+            timings[g].append((time.perf_counter() - wall, time.process_time() - cpu))
+    rows = []
+    for g in groups:
+        wall = float(np.median([w for w, _ in timings[g]]))
+        cpu = float(np.median([c for _, c in timings[g]]))
+        rows.append(
+            {
+                "group_size": g,
+                "model_steps_per_s": round(g * steps / wall, 2),
+                "model_steps_per_cpu_s": round(g * steps / cpu, 2),
+            }
+        )
+    base = rows[0]
+    for row in rows:
+        row["speedup_wall"] = round(row["model_steps_per_s"] / base["model_steps_per_s"], 3)
+        row["speedup_cpu"] = round(row["model_steps_per_cpu_s"] / base["model_steps_per_cpu_s"], 3)
+    return rows
+
+
+def append_rows(table: Path, rows: list[dict]) -> None:
+    """Append rows to a CSV of benchmark records (created on first use)."""
+    frame = pd.DataFrame(rows)
+    if table.exists():
+        frame = pd.concat([pd.read_csv(table), frame])
+    save_csv(table, frame)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml")
@@ -75,6 +146,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="default: train.threads")
     parser.add_argument(
         "--compile", choices=["auto", "true", "false"], help="default: train.compile"
+    )
+    parser.add_argument(
+        "--subset-groups", type=int, nargs="+", help="time G subset models per job for each G"
     )
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
@@ -94,6 +168,22 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (max(4 * train_cfg["batch_size"], 512), channels, size, size))
     schedule = Schedule.from_config(cfg["diffusion"])
+    if args.subset_groups:
+        groups = sorted(set(args.subset_groups) | {1})
+        rows = time_subset_groups(
+            to_model_space(images.astype(np.uint8)), cfg, train_cfg, device, groups,
+            args.steps, args.warmup,
+        )  # fmt: skip
+        common = {
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": args.config, "device": str(device), "threads": threads,
+            "batch_size": train_cfg["batch_size"], "alpha": cfg["subsets"]["alpha"],
+            "steps_timed": args.steps, "load_average_1min": round(os.getloadavg()[0], 2),
+        }  # fmt: skip
+        rows = [common | row for row in rows]
+        print(pd.DataFrame(rows).to_string(index=False))
+        append_rows(Path(args.out) / "subset_training.csv", rows)
+        return
     trainer = DiffusionTrainer(
         to_model_space(images.astype(np.uint8)), cfg["model"], train_cfg, schedule, 0, device
     )
@@ -130,13 +220,7 @@ def main() -> None:
     out = Path(args.out)
     stamp = record["time"].replace(":", "").replace("+0000", "Z")
     save_json(out / f"training_{Path(args.config).stem}_{device.type}_{stamp}.json", record)
-    table = out / "training.csv"
-    rows = (
-        pd.concat([pd.read_csv(table), pd.DataFrame([record])])
-        if table.exists()
-        else pd.DataFrame([record])
-    )
-    save_csv(table, rows)
+    append_rows(out / "training.csv", [record])
 
 
 if __name__ == "__main__":
