@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 from stepattr.workflow.checks import ConfigError, check_config, validate_file
-from stepattr.workflow.configs import typed_value
+from stepattr.workflow.configs import load_config, typed_value
 from stepattr.workflow.names import DATASET_SOURCES, METHOD_OUTPUT_FUNCTIONS, REMOVAL_RULES
 
 CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar2.yaml", "config/cifar10.yaml"]
+OVERLAYS = CONFIGS[1:]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,28 @@ def write_config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
 def test_shipped_configs_validate(repo: Path, configfile: str) -> None:
     cfg = validate_file(repo / configfile, repo / "config/schema.yaml")
     assert cfg["dataset"]["source"] in DATASET_SOURCES
+
+
+def changed_keys(base: dict[str, Any], overlay: dict[str, Any], path: str = "") -> list[str]:
+    """Keys of ``overlay`` whose value the default already has (an overlay repeats none)."""
+    same = []
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            same += changed_keys(base[key], value, f"{path}{key}.")
+        elif key in base and base[key] == value and type(base[key]) is type(value):
+            same.append(path + key)
+    return same
+
+
+@pytest.mark.parametrize("configfile", OVERLAYS)
+def test_configs_are_overlays_of_only_the_keys_they_change(
+    repo: Path, default_cfg, configfile: str
+) -> None:
+    overlay = yaml.safe_load((repo / configfile).read_text())
+    assert changed_keys(default_cfg, overlay) == []
+    merged = load_config([repo / configfile])
+    assert merged["outdir"] == overlay["outdir"]
+    assert set(merged["train"]) == set(default_cfg["train"])  # sections merge key by key
 
 
 def test_closed_lists_match_the_schema(repo: Path) -> None:
