@@ -1,6 +1,8 @@
 # Per-step data attribution for diffusion models (journey-TRAK), one DAG from data to figures.
 # Run: snakemake --cores all            (default config: config/config.yaml)
-# Logic lives in the package under src/stepattr; rules are thin, scripts are thin.
+# One rule file per stage, one package per stage (src/stepattr/<stage>/), one folder of thin
+# rule scripts per stage (scripts/<stage>/); README "Code map" lists them. The method as
+# computed: docs/method.md.
 
 from snakemake.utils import min_version
 
@@ -11,13 +13,12 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/sample.smk"
-include: "rules/featurize.smk"
-include: "rules/score.smk"
-include: "rules/transitions.smk"
+include: "rules/datasets.smk"
+include: "rules/training.smk"
+include: "rules/targets.smk"
+include: "rules/trak.smk"
 include: "rules/lds.smk"
+include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
 

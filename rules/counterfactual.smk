@@ -1,7 +1,10 @@
 # Rules: counterfactual. For each (target, step) pair, removal rule and fraction: remove the k
-# examples the rule picks, retrain with full_0's recipe and seed (scripts/train.py, the same
+# examples the rule picks, retrain with full_0's recipe and seed (rules/training.smk: retrain_removed, the same
 # training code), then measure f_t and P(same feature | x_t) against the reference model
-# (stepattr.counterfactual, .counterfactual_report).
+# (stepattr.counterfactual.removal, .counterfactual_report).
+
+
+include: "functions/counterfactual.smk"
 
 
 rule counterfactual_pairs:
@@ -20,7 +23,7 @@ rule counterfactual_pairs:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(5),
     script:
-        "../scripts/counterfactual_pairs.py"
+        "../scripts/counterfactual/counterfactual_pairs.py"
 
 
 rule removal_mask:
@@ -30,7 +33,7 @@ rule removal_mask:
         mask=f"{CF_DIR}/removals/removed_{{removal}}_p{{pair}}_f{{frac}}.npy",
         table=f"{CF_DIR}/removals/removed_{{removal}}_p{{pair}}_f{{frac}}.csv",
     wildcard_constraints:
-        removal="trak|random|pixel",
+        removal="|".join(REMOVAL_RULES),
         pair=r"\d+",
         frac=r"\d+",
     log:
@@ -45,75 +48,7 @@ rule removal_mask:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(5),
     script:
-        "../scripts/removal_mask.py"
-
-
-rule retrain_removed:
-    input:
-        train=f"{DATA}/train.npz",
-        manifest=f"{DATA}/manifest.json",
-        masks=f"{CF_DIR}/removals/removed_{{removal}}_p{{pair}}_f{{frac}}.npy",
-    output:
-        **model_dir_files("removed_{removal}_p{pair}_f{frac}"),
-    wildcard_constraints:
-        removal="trak|random|pixel",
-        pair=r"\d+",
-        frac=r"\d+",
-    log:
-        f"{LOGS}/retrain_removed/removed_{{removal}}_p{{pair}}_f{{frac}}.log",
-    benchmark:
-        f"{BENCH}/retrain_removed/removed_{{removal}}_p{{pair}}_f{{frac}}.tsv"
-    params:
-        model_id="removed_{removal}_p{pair}_f{frac}",
-        state=train_state("removed_{removal}_p{pair}_f{frac}"),
-        seed=config["train"]["seed"],
-        steps=counterfactual_train_steps(),
-        subset_row=0,
-        shared_batches=config["subsets"]["shared_batches"],
-        model=config["model"],
-        train=config["train"],
-        diffusion=config["diffusion"],
-        device=config["device"],
-    conda:
-        "../envs/torch.yaml"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
-        runtime=by_attempt(job_runtime("retrain_removed")),
-        gpu=gpu_resource(),
-    script:
-        "../scripts/train.py"
-
-
-rule train_counterfactual_reference:
-    input:
-        train=f"{DATA}/train.npz",
-        manifest=f"{DATA}/manifest.json",
-    output:
-        **model_dir_files("removed_none"),
-    log:
-        f"{LOGS}/train_counterfactual_reference/removed_none.log",
-    benchmark:
-        f"{BENCH}/train_counterfactual_reference/removed_none.tsv"
-    params:
-        model_id="removed_none",
-        state=train_state("removed_none"),
-        seed=config["train"]["seed"],
-        steps=counterfactual_train_steps(),
-        subset_row=None,
-        model=config["model"],
-        train=config["train"],
-        diffusion=config["diffusion"],
-        device=config["device"],
-    conda:
-        "../envs/torch.yaml"
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
-        runtime=by_attempt(job_runtime("retrain_removed")),
-        gpu=gpu_resource(),
-    script:
-        "../scripts/train.py"
+        "../scripts/counterfactual/removal_mask.py"
 
 
 rule counterfactual_eval:
@@ -130,7 +65,7 @@ rule counterfactual_eval:
     output:
         f"{CF_DIR}/eval/{{model_id}}.csv",
     wildcard_constraints:
-        model_id=r"removed_(?:trak|random|pixel)_p\d+_f\d+|removed_none|full_0",
+        model_id=f"{REMOVED_MODEL_PATTERN}|{REFERENCE_MODEL}|full_0",
     log:
         f"{LOGS}/counterfactual_eval/{{model_id}}.log",
     benchmark:
@@ -151,7 +86,7 @@ rule counterfactual_eval:
         runtime=by_attempt(counterfactual_eval_runtime),
         gpu=gpu_resource(),
     script:
-        "../scripts/counterfactual_eval.py"
+        "../scripts/counterfactual/counterfactual_eval.py"
 
 
 rule counterfactual_table:
@@ -187,7 +122,7 @@ rule counterfactual_table:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(5),
     script:
-        "../scripts/counterfactual_table.py"
+        "../scripts/counterfactual/counterfactual_table.py"
 
 
 rule counterfactual_figure:
@@ -210,4 +145,4 @@ rule counterfactual_figure:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(5),
     script:
-        "../scripts/counterfactual_figure.py"
+        "../scripts/counterfactual/counterfactual_figure.py"

@@ -3,6 +3,9 @@
 # with the same lambda) and its figure (stepattr.figures).
 
 
+include: "functions/figures.smk"
+
+
 report: "../report/workflow.rst"
 
 
@@ -44,7 +47,7 @@ rule influencer_figure:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(10),
     script:
-        "../scripts/influencer_figure.py"
+        "../scripts/figures/influencer_figure.py"
 
 
 rule influencer_overview:
@@ -76,7 +79,7 @@ rule influencer_overview:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(10),
     script:
-        "../scripts/influencer_overview.py"
+        "../scripts/figures/influencer_overview.py"
 
 
 rule patch_features:
@@ -109,7 +112,7 @@ rule patch_features:
         runtime=by_attempt(patch_features_runtime()),
         gpu=gpu_resource(),
     script:
-        "../scripts/patch_features.py"
+        "../scripts/figures/patch_features.py"
 
 
 rule patch_scores:
@@ -134,7 +137,7 @@ rule patch_scores:
         mem_mb=by_attempt(score_mem_mb()),
         runtime=by_attempt(30),
     script:
-        "../scripts/patch_scores.py"
+        "../scripts/figures/patch_scores.py"
 
 
 rule patch_figure:
@@ -167,4 +170,4 @@ rule patch_figure:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(10),
     script:
-        "../scripts/patch_figure.py"
+        "../scripts/figures/patch_figure.py"

@@ -1,5 +1,9 @@
 # Rules: lds. Ground truth from the subset models, lambda chosen on held-out subsets, baseline
-# scores, and the LDS tables and figure (stepattr.subset_outputs, .baselines, .lds, .lds_report).
+# scores, and the LDS tables and figure (stepattr.lds: ground_truth,
+# baselines, metric, tables; jobs for the file-level steps).
+
+
+include: "functions/lds.smk"
 
 
 rule eval_subset_outputs:
@@ -31,7 +35,7 @@ rule eval_subset_outputs:
         runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:
-        "../scripts/eval_subset_outputs.py"
+        "../scripts/lds/eval_subset_outputs.py"
 
 
 rule select_lambda:
@@ -55,18 +59,16 @@ rule select_lambda:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(30),
     script:
-        "../scripts/select_lambda.py"
+        "../scripts/lds/select_lambda.py"
 
 
 rule baseline_scores:
     input:
         unpack(baseline_inputs),
     output:
-        scores=f"{SCORES}/{{baseline}}/scores.npy",
-        index=f"{SCORES}/{{baseline}}/index.csv",
-        meta=f"{SCORES}/{{baseline}}/meta.json",
+        **score_files("{baseline}"),
     wildcard_constraints:
-        baseline="random|pixel|graddot",
+        baseline="|".join(b for b in BASELINES if b != "embedding"),
     log:
         f"{LOGS}/baseline_scores/{{baseline}}.log",
     benchmark:
@@ -83,7 +85,7 @@ rule baseline_scores:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(30),
     script:
-        "../scripts/baseline_scores.py"
+        "../scripts/lds/baseline_scores.py"
 
 
 rule embedding_scores:
@@ -92,9 +94,7 @@ rule embedding_scores:
         train=f"{DATA}/train.npz",
         classifier=[f"{OUT}/classifier/model.safetensors", f"{OUT}/classifier/config.json"],
     output:
-        scores=f"{SCORES}/embedding/scores.npy",
-        index=f"{SCORES}/embedding/index.csv",
-        meta=f"{SCORES}/embedding/meta.json",
+        **score_files("embedding"),
     log:
         f"{LOGS}/baseline_scores/embedding.log",
     benchmark:
@@ -113,7 +113,7 @@ rule embedding_scores:
         runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:
-        "../scripts/baseline_scores.py"
+        "../scripts/lds/baseline_scores.py"
 
 
 rule lds:
@@ -146,7 +146,7 @@ rule lds:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(20),
     script:
-        "../scripts/lds_tables.py"
+        "../scripts/lds/lds_tables.py"
 
 
 rule lds_figure:
@@ -166,4 +166,4 @@ rule lds_figure:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(5),
     script:
-        "../scripts/lds_figure.py"
+        "../scripts/lds/lds_figure.py"

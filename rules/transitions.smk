@@ -1,7 +1,10 @@
 # Rules: transitions. The workflow's classifier (feature detector and embedding), the
 # feature curves P(feature | x_t) with their steepest-rise intervals, feature attribution at
-# those intervals, and the transition figure (stepattr.classifier, .transitions,
+# those intervals, and the transition figure (stepattr.transitions.classifier, .transitions,
 # .feature_attribution, .transition_figure).
+
+
+include: "functions/transitions.smk"
 
 
 rule train_classifier:
@@ -27,7 +30,7 @@ rule train_classifier:
         runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:
-        "../scripts/train_classifier.py"
+        "../scripts/transitions/train_classifier.py"
 
 
 rule feature_curves:
@@ -57,14 +60,12 @@ rule feature_curves:
         runtime=by_attempt(completion_runtime),
         gpu=gpu_resource(),
     script:
-        "../scripts/feature_curves.py"
+        "../scripts/transitions/feature_curves.py"
 
 
 rule feature_attribution:
     input:
-        scores=feature_attribution_scores("scores.npy"),
-        index=feature_attribution_scores("index.csv"),
-        meta=feature_attribution_scores("meta.json"),
+        **score_files(feature_attribution_method()),
         intervals=transition_files("_intervals"),
         train=f"{DATA}/train.npz",
     output:
@@ -88,7 +89,7 @@ rule feature_attribution:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(10),
     script:
-        "../scripts/feature_attribution.py"
+        "../scripts/transitions/feature_attribution.py"
 
 
 rule transition_figure:
@@ -115,4 +116,4 @@ rule transition_figure:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(10),
     script:
-        "../scripts/transition_figure.py"
+        "../scripts/transitions/transition_figure.py"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from stepattr.workflow.configs import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,9 +34,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def ci_model_cfg(repo: Path) -> dict:
     """The `model` section of config/ci.yaml: the tiny UNet of the unit tests."""
-    import yaml
 
-    return yaml.safe_load((repo / "config" / "ci.yaml").read_text())["model"]
+    return load_config([repo / "config" / "ci.yaml"])["model"]
 
 
 @pytest.fixture(scope="session")

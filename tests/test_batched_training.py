@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny_models import TINY_UNET
 
-from stepattr.batched_training import BatchedDiffusionTrainer
-from stepattr.diffusion import Schedule
-from stepattr.training import DiffusionTrainer
+from stepattr.training.batched import BatchedDiffusionTrainer
+from stepattr.core.diffusion import Schedule
+from stepattr.training.train import DiffusionTrainer
 
 CPU = torch.device("cpu")
 # clipping active (tiny max norm), weight decay and EMA on: every per-model step is exercised
@@ -97,10 +97,10 @@ def test_batched_keep_must_be_a_bool_matrix_over_the_images(data):
 def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_thread, monkeypatch):
     """train_group_and_save == train_and_save per subset row (shared batches), also after a
     kill mid-run: the group's saved state resumes."""
-    from stepattr.diffusion import load_model
-    from stepattr.io import save_json, save_npz
-    from stepattr.subsets import subset_masks
-    from stepattr.training import train_and_save, train_group_and_save
+    from stepattr.core.diffusion import load_model
+    from stepattr.core.io import save_json, save_npz
+    from stepattr.training.subsets import subset_masks
+    from stepattr.training.train import train_and_save, train_group_and_save
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8)

@@ -7,17 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stepattr.classifier import (
+from stepattr.core.images import to_model_space
+from stepattr.transitions.classifier import (
     ConvClassifier,
     architecture,
     embed,
     load_classifier,
     predict_proba,
     random_shift,
-    train_and_save,
+    train_and_save_classifier,
     train_classifier,
 )
-from stepattr.images import to_model_space
 
 TINY = {
     "epochs": 4,
@@ -84,7 +84,7 @@ def test_api_shapes_and_round_trip(trained, tmp_path):
     # the head applied to the embedding gives the probabilities: embed is the penultimate layer
     head = F.softmax(model.head(torch.from_numpy(emb)), dim=1).detach().numpy()
     np.testing.assert_allclose(head, proba, atol=1e-5)
-    from stepattr.classifier import save_classifier
+    from stepattr.transitions.classifier import save_classifier
 
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))
     loaded = load_classifier(tmp_path)
@@ -108,7 +108,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
 
 
 def test_corrupt_weights_named(trained, tmp_path):
-    from stepattr.classifier import save_classifier
+    from stepattr.transitions.classifier import save_classifier
 
     model, _ = trained
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))
@@ -140,7 +140,7 @@ def test_train_and_save_writes_the_contract(tmp_path):
     np.savez(tmp_path / "train.npz", images=x_train, labels=y_train, class_names=names)
     np.savez(tmp_path / "test.npz", images=x_test, labels=y_test, class_names=names)
     out = tmp_path / "classifier"
-    metrics = train_and_save(
+    metrics = train_and_save_classifier(
         tmp_path / "train.npz", tmp_path / "test.npz", out, {**TINY, "epochs": 1}
     )
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json"}

@@ -1,12 +1,13 @@
 """Config validation: the shipped configs pass; schema and semantic errors fail naming the key.
 
-Errors are checked twice where it matters: through stepattr.config.validate_file (what the
+Errors are checked twice where it matters: through stepattr.workflow.checks.validate_file (what the
 library offers) and through snakemake itself (what a user sees: the run stops before any job).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from stepattr.config import ConfigError, check_config, validate_file
+from stepattr.workflow.checks import ConfigError, check_config, validate_file
+from stepattr.workflow.configs import load_config, typed_value
+from stepattr.workflow.names import DATASET_SOURCES, METHOD_OUTPUT_FUNCTIONS, REMOVAL_RULES
 
-CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml"]
+CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar2.yaml", "config/cifar10.yaml"]
+OVERLAYS = CONFIGS[1:]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,68 @@ def write_config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
 @pytest.mark.parametrize("configfile", CONFIGS)
 def test_shipped_configs_validate(repo: Path, configfile: str) -> None:
     cfg = validate_file(repo / configfile, repo / "config/schema.yaml")
-    assert cfg["dataset"]["source"] in {"mnist5k", "cifar10", "image_folder"}
+    assert cfg["dataset"]["source"] in DATASET_SOURCES
+
+
+def changed_keys(base: dict[str, Any], overlay: dict[str, Any], path: str = "") -> list[str]:
+    """Keys of ``overlay`` whose value the default already has (an overlay repeats none)."""
+    same = []
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            same += changed_keys(base[key], value, f"{path}{key}.")
+        elif key in base and base[key] == value and type(base[key]) is type(value):
+            same.append(path + key)
+    return same
+
+
+@pytest.mark.parametrize("configfile", OVERLAYS)
+def test_configs_are_overlays_of_only_the_keys_they_change(
+    repo: Path, default_cfg, configfile: str
+) -> None:
+    overlay = yaml.safe_load((repo / configfile).read_text())
+    assert changed_keys(default_cfg, overlay) == []
+    merged = load_config([repo / configfile])
+    assert merged["outdir"] == overlay["outdir"]
+    assert set(merged["train"]) == set(default_cfg["train"])  # sections merge key by key
+
+
+def test_closed_lists_match_the_schema(repo: Path) -> None:
+    """The schema's enums spell the closed lists of stepattr.workflow.names, nothing else."""
+    props = yaml.safe_load((repo / "config/schema.yaml").read_text())["properties"]
+    assert props["dataset"]["properties"]["source"]["enum"] == list(DATASET_SOURCES)
+    rules = props["counterfactual"]["properties"]["rules"]["items"]["enum"]
+    assert rules == list(REMOVAL_RULES)
+    functions = props["attribution"]["properties"]["output_functions"]["items"]["enum"]
+    assert functions == list(METHOD_OUTPUT_FUNCTIONS.values())
+
+
+def test_nested_config_override_keeps_its_type(run_snakemake, tmp_path: Path) -> None:
+    """`--config 'train={steps: 5}'` trains 5 steps (Snakemake hands nested values over as
+    strings; the workflow gives them the schema's types), the other train keys stay."""
+    out = tmp_path / "results"
+    proc = run_snakemake(
+        "--cores", "1", "--configfile", "config/ci.yaml",
+        "--config", f"outdir={out}", "train={steps: 5, seed: 7}",
+        "--", str(out / "models/full_0/config.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((out / "models/full_0/config.json").read_text())["info"]
+    assert (info["steps"], info["seed"], info["train"]["batch_size"]) == (5, 7, 32)
+
+
+def test_nested_config_override_of_wrong_type_names_the_key(run_snakemake) -> None:
+    proc = run_snakemake("-n", "--configfile", "config/ci.yaml", "--config", "train={steps: many}")
+    assert proc.returncode != 0
+    assert "'many' is not of type 'integer'" in proc.stderr + proc.stdout
+    assert "['train']['steps']" in proc.stderr + proc.stdout
+
+
+def test_typed_value_reads_only_non_string_keys() -> None:
+    assert typed_value("5", {"type": "integer"}) == 5
+    assert typed_value("[1, 2]", {"type": "array"}) == [1, 2]
+    assert typed_value("null", {"type": ["integer", "null"]}) is None
+    assert typed_value("007", {"type": "string"}) == "007"
+    assert typed_value("many", {"type": "integer"}) == "many"
 
 
 def misspelled_key(cfg: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Compute estimates (stepattr.cost): dry-run parsing, scaling with config, the cost table."""
+"""Compute estimates (stepattr.workflow.cost): dry-run parsing, scaling with config, cost table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stepattr.cost import cost_table, job_seconds, markdown, parse_job_counts
+from stepattr.workflow.cost import cost_table, job_seconds, markdown, parse_job_counts
 
 DRY_RUN = """Building DAG of jobs...
 Job stats:
@@ -65,7 +65,7 @@ def test_cost_table_multiplies_job_counts(default_cfg: dict) -> None:
 
 def test_cli_prints_the_table_of_a_real_config(repo: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "stepattr.cost", "--configfile", "config/cifar2.yaml"],
+        [sys.executable, "-m", "stepattr.workflow.cost", "--configfile", "config/cifar2.yaml"],
         cwd=repo, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,6 +3,7 @@ and table aggregation (tiny models and files, seconds)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import torch
 from scipy import stats
 from tiny_models import TINY_UNET
 
-from stepattr.counterfactual import (
+from stepattr.core.diffusion import Schedule, build_unet, eps_model, sample, save_model, unet_kwargs
+from stepattr.core.outputs import output_value, target_draws
+from stepattr.counterfactual.removal import (
     IntervalModel,
-    evaluate_model,
+    evaluate_removal_model,
     interval_low,
     keep_mask,
     random_removal,
@@ -24,19 +27,17 @@ from stepattr.counterfactual import (
     top_k,
     write_removal,
 )
-from stepattr.counterfactual_report import (
-    markdown_table,
+from stepattr.counterfactual.report import (
+    counterfactual_markdown,
     pair_changes,
     plot_counterfactual,
     removal_summary,
     summarize,
 )
-from stepattr.detectors import Detector
-from stepattr.diffusion import Schedule, build_unet, eps_model, sample, save_model, unet_kwargs
-from stepattr.model_ids import parse_removed_model_id, removed_model_id
-from stepattr.outputs import output_value, target_draws
-from stepattr.training import load_subset_row
-from stepattr.transitions import sample_completions
+from stepattr.training.subsets import load_subset_row
+from stepattr.transitions.curves import sample_completions
+from stepattr.transitions.detectors import Detector
+from stepattr.workflow.names import SCORE_FILES, parse_removed_model_id, removed_model_id
 
 GRID = [900, 500, 200, 0]
 
@@ -130,6 +131,7 @@ def _write_inputs(tmp_path: Path, n_train: int = 30) -> dict[str, Path]:
         (tmp_path / name).mkdir()
         np.save(tmp_path / name / "scores.npy", rng.normal(size=(4, len(GRID), n_train)))
         index.to_csv(tmp_path / name / "index.csv", index=False)
+        (tmp_path / name / "meta.json").write_text(json.dumps({"method": name, "grid": GRID}))
     pd.DataFrame(
         {"pair": [0, 1], "target_id": [2, 1], "step": [500, 200], "t_low": [200, 0]}
     ).to_csv(tmp_path / "pairs.csv", index=False)
@@ -139,12 +141,8 @@ def _write_inputs(tmp_path: Path, n_train: int = 30) -> dict[str, Path]:
 @pytest.mark.parametrize("rule", ["trak", "pixel", "random"])
 def test_write_removal_masks_exactly_the_rules_top_k(tmp_path, rule):
     _write_inputs(tmp_path)
-    trak = (tmp_path / "trak" / "scores.npy", tmp_path / "trak" / "index.csv")
-    own = (
-        None
-        if rule == "random"
-        else (tmp_path / rule / "scores.npy", tmp_path / rule / "index.csv")
-    )
+    trak = tuple(tmp_path / "trak" / f for f in SCORE_FILES)
+    own = None if rule == "random" else tuple(tmp_path / rule / f for f in SCORE_FILES)
     table = write_removal(
         rule=rule, pair=0, fraction=0.2, seed=0, pairs_path=tmp_path / "pairs.csv",
         targets_path=tmp_path / "generated.npz", train_path=tmp_path / "train.npz",
@@ -284,7 +282,7 @@ def test_evaluate_model_f_t_and_common_random_numbers(tmp_path):
         batch_size=16,
     )  # fmt: skip
     detector = _mean_sign_detector()
-    ref = evaluate_model(
+    ref = evaluate_removal_model(
         "full_0", tmp_path / "full_0", tmp_path / "full_0", tmp_path / "generated.npz", pairs,
         detector, **kwargs,
     )  # fmt: skip
@@ -292,7 +290,7 @@ def test_evaluate_model_f_t_and_common_random_numbers(tmp_path):
     assert ref["same_interval"].iloc[0] == ref["same_rest"].iloc[0]
     assert ref["feature"].iloc[0] == int(x0[1].mean() > 0)
     # f_t by hand: R noises of target 1 at t = 500 on x0hat[1, grid index of 500]
-    from stepattr.diffusion import load_model
+    from stepattr.core.diffusion import load_model
 
     unet, schedule, _ = load_model(tmp_path / "full_0")
     ts, ns = target_draws(7, [1], 500, 3, (1, 8, 8))
@@ -300,7 +298,7 @@ def test_evaluate_model_f_t_and_common_random_numbers(tmp_path):
     with torch.no_grad():
         f = output_value(eps_model(unet), "loss", x0hat, ts, ns, schedule.alphas_cumprod)
     assert ref["f"].iloc[0] == pytest.approx(float(f[0]), rel=1e-6)
-    other = evaluate_model(
+    other = evaluate_removal_model(
         "other", tmp_path / "other", tmp_path / "full_0", tmp_path / "generated.npz", pairs,
         detector, **kwargs,
     )  # fmt: skip
@@ -376,7 +374,7 @@ def test_single_pair_has_no_ci_over_pairs_and_renders(tmp_path):
     )
     summary = summarize(per_pair, ["trak", "random"])
     assert summary["df_ci_low"].isna().all()
-    text = markdown_table(summary, ["- header"])
+    text = counterfactual_markdown(summary, ["- header"])
     assert "| trak | 0.1 | 3 | 1 | 0.2 |" in text
     plot_counterfactual(summary, tmp_path / "cf.png", ["trak", "random"], "title")
     assert (tmp_path / "cf.png").stat().st_size > 0
@@ -392,7 +390,7 @@ def test_pair_changes_needs_every_evaluation(tmp_path):
 
 
 def test_paired_gap_is_a_t_interval_over_pairs_of_the_first_rule_minus_another():
-    from stepattr.counterfactual_report import paired_gap
+    from stepattr.counterfactual.report import paired_gap
 
     per_pair = pd.DataFrame(
         {

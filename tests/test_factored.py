@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from stepattr.config import ConfigError, check_config
-from stepattr.diffusion import Schedule, build_unet
-from stepattr.outputs import train_draws
+from stepattr.core.diffusion import Schedule, build_unet
+from stepattr.core.outputs import train_draws
 from stepattr.trak.factored import FactoredFeaturizer, factor_widths, layer_widths, plan_factors
 from stepattr.trak.features import make_featurizer, train_features
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
-from stepattr.trak.methods import attribution_methods, parse_method, unsuffixed_projector
+from stepattr.workflow.checks import ConfigError, check_config
+from stepattr.workflow.configs import load_config
+from stepattr.workflow.names import attribution_methods, parse_method, unsuffixed_projector
 
 ALPHAS = Schedule().alphas_cumprod
 FULL = 10**9  # a budget so large that every factor and the small block are exact
@@ -190,7 +190,7 @@ def test_compare_projectors_add_suffixed_methods():
     ],
 )
 def test_check_config_rejects_projectors_that_cannot_run(repo, change, message):
-    cfg = yaml.safe_load((repo / "config" / "ci.yaml").read_text())
+    cfg = load_config([repo / "config" / "ci.yaml"])
     cfg["attribution"].update(change)
     if message is None:
         check_config(cfg)

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from stepattr.diffusion import Schedule, build_unet
+from stepattr.core.diffusion import Schedule, build_unet
+from stepattr.core.io import save_json
 from stepattr.figures import jobs
 from stepattr.figures.influencers import (
     TrainingImages,
@@ -28,11 +28,11 @@ from stepattr.figures.patches import (
     patch_target_features,
     quadrant_patches,
 )
-from stepattr.io import save_json
-from stepattr.targets import save_targets
+from stepattr.targets.generate import save_targets
 from stepattr.trak.features import make_featurizer, target_features
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import save_features
+from stepattr.workflow.configs import load_config
 
 GRID = [900, 500, 0]
 SIZE = 8
@@ -40,7 +40,7 @@ SIZE = 8
 
 @pytest.fixture(scope="module")
 def ci_config(repo) -> dict:
-    return yaml.safe_load((repo / "config" / "ci.yaml").read_text())
+    return load_config([repo / "config" / "ci.yaml"])
 
 
 # ----------------------------------------------------------------------------- selection

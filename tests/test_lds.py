@@ -11,28 +11,42 @@ import torch
 from scipy.stats import spearmanr
 from tiny_models import TINY_UNET
 
-from stepattr.baselines import (
+from stepattr.core.diffusion import Schedule, build_unet, eps_model
+from stepattr.core.io import save_csv, save_json, save_npy, save_npz
+from stepattr.core.outputs import (
+    diffusion_losses,
+    output_value,
+    step_losses,
+    target_draws,
+    train_draws,
+)
+from stepattr.lds import jobs as lds_jobs
+from stepattr.lds.baselines import (
     cosine_scores,
     embedding_scores,
     graddot_scores,
     pixel_scores,
     random_scores,
 )
-from stepattr.diffusion import Schedule, build_unet, eps_model
-from stepattr.io import save_csv, save_json, save_npy, save_npz
-from stepattr.lds import (
+from stepattr.lds.ground_truth import load_subset_outputs
+from stepattr.lds.jobs import (
+    baseline_scores,
+    choose_lambda,
+    default_lambda,
+    lds_frames,
+    select_lambda_job,
+)
+from stepattr.lds.metric import (
     bootstrap_lds,
     lds_per_target,
     predicted_outputs,
     select_lambda,
     spearman_rows,
 )
-from stepattr.lds_report import dtrak_lds_rows, markdown_table, step_lds_rows
-from stepattr.lds_workflow import baseline_scores, choose_lambda, default_lambda, lds_frames
-from stepattr.outputs import output_value, target_draws, train_draws
-from stepattr.subset_outputs import diffusion_losses, load_subset_outputs, step_losses
-from stepattr.target_sets import load_target_sets
+from stepattr.lds.tables import dtrak_lds_rows, lds_markdown, step_lds_rows
+from stepattr.targets.sets import load_target_sets
 from stepattr.trak.scores import trak_scores
+from stepattr.trak.storage import info_path, load_info, save_features
 
 
 def linear_datamodel(rng, m, g, n, n_subsets, noise):
@@ -329,11 +343,11 @@ def test_tables_have_one_cell_per_method_and_step():
         rows += step_lds_rows(method, scores, masks, losses, [900, 0], sets, n_boot=50, seed=0)
     frame = pd.DataFrame(rows)
     assert len(frame) == 2 * 3 * 2  # methods x (all, generated, validation) x steps
-    text = markdown_table(frame, "LDS", ["config: x"], {"random": "random (seeded)"})
+    text = lds_markdown(frame, "LDS", ["config: x"], {"random": "random (seeded)"})
     assert "| method | t=900 | t=0 |" in text and "random (seeded)" in text
     dtrak = pd.DataFrame(dtrak_lds_rows("trak", tau, masks, losses.mean(axis=1), sets, 50, 0))
     assert "step" not in dtrak and len(dtrak) == 3
-    assert "| method | all | generated | validation |" in markdown_table(dtrak, "D", [], {})
+    assert "| method | all | generated | validation |" in lds_markdown(dtrak, "D", [], {})
 
 
 def test_choose_lambda_recovers_the_lambda_that_generated_the_outputs():
@@ -381,7 +395,7 @@ def test_baselines_to_tables_through_files(tmp_path):
         dirs[name] = tmp_path / name
         save_npy(dirs[name] / "scores.npy", scores)
         save_csv(dirs[name] / "index.csv", targets.index())
-        save_json(dirs[name] / "meta.json", {"method": name})
+        save_json(dirs[name] / "meta.json", {"method": name, "grid": grid.tolist()})
     masks = rng.random((6, n)) < 0.5
     pixel = np.load(dirs["pixel"] / "scores.npy")
     f = -(pixel.astype(np.float64) @ masks.T)  # ground truth that pixel similarity predicts
@@ -392,3 +406,106 @@ def test_baselines_to_tables_through_files(tmp_path):
     with pytest.raises(ValueError, match="not the current targets"):
         other = dataclasses.replace(targets, target_id=targets.target_id + 100)
         lds_frames(dirs, other, masks, f, f.mean(axis=1), 10, 0, 0.95)
+
+
+def write_model_features(root, model_id, n, m, k, featurizer, sha, rng):
+    """One model's train and generated-target feature files, as the featurize rules write them."""
+    info = {"featurizer": featurizer, "model_sha256": sha}
+    train = root / model_id / "train.npy"
+    target = root / model_id / "generated.npy"
+    save_features(train, rng.standard_normal((n, k)).astype(np.float32), "float32", info)
+    save_features(target, rng.standard_normal((m, 2, k)).astype(np.float32), "float32", info)
+    return train, target
+
+
+FEATURIZER = {"output_function": "loss", "projector": "rademacher", "dim": 8, "seed": 1}
+MISMATCHES = [
+    pytest.param({"model_sha256": "other-weights"}, "model_sha256", id="other-weights"),
+    pytest.param(
+        {"featurizer": {**FEATURIZER, "projector": "normal"}}, "featurizer", id="projector"
+    ),
+]
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    """Compatible features of two models: (train paths, model-major target paths)."""
+    rng = np.random.default_rng(21)
+    files = [
+        write_model_features(tmp_path, f"full_{c}", 30, 4, 8, FEATURIZER, f"w{c}", rng)
+        for c in range(2)
+    ]
+    return [train for train, _ in files], [target for _, target in files]
+
+
+def mismatch(path, change):
+    """Rewrite the .json record of ``path`` as another featurizer or other weights made it."""
+    record = load_info(path)
+    save_json(info_path(path), {**record, **change})
+
+
+@pytest.mark.parametrize(("change", "key"), MISMATCHES)
+def test_select_lambda_refuses_features_of_other_weights_or_projector(two_models, change, key):
+    train, target = two_models
+    mismatch(target[1], change)
+    with pytest.raises(ValueError, match=key):
+        select_lambda_job([1.0], (train, target), ("masks.npy", []), ["subset_0_s0"])
+
+
+@pytest.mark.parametrize(("change", "key"), MISMATCHES)
+def test_graddot_refuses_features_of_other_weights_or_projector(tmp_path, two_models, change, key):
+    train, target = two_models
+    mismatch(train[0], change)
+    targets = graddot_targets(tmp_path)
+    with pytest.raises(ValueError, match=key):
+        baseline_scores(
+            "graddot", targets, tmp_path / "train.npz", 0, feature_paths=(train, target)
+        )
+
+
+def graddot_targets(tmp_path):
+    """4 generated targets at 2 steps and a 30-image train split (the fixture's sizes)."""
+    rng = np.random.default_rng(3)
+    save_npz(
+        tmp_path / "train.npz",
+        images=rng.integers(0, 256, size=(30, 1, 4, 4), dtype=np.uint8),
+        labels=np.zeros(30, np.int64),
+        class_names=np.array(["a"]),
+    )
+    x0hat = rng.uniform(-1, 1, size=(4, 2, 1, 4, 4)).astype(np.float32)
+    save_npz(
+        tmp_path / "generated.npz",
+        x_t=x0hat, x0hat=x0hat, x0=x0hat[:, 0], grid=np.array([900, 0]),
+        target_id=np.arange(4), label=np.full(4, -1), source_index=np.full(4, -1),
+    )  # fmt: skip
+    return load_target_sets([tmp_path / "generated.npz"], ["generated"])
+
+
+def test_select_lambda_and_graddot_read_train_features_memory_mapped(
+    tmp_path, two_models, monkeypatch
+):
+    """At cifar10 scale the train features are ~41 GB: both jobs must map them, not load them."""
+    train, target = two_models
+    seen = {}
+
+    def choose(lambdas, train_features, *args):
+        seen["select_lambda"] = train_features
+        return {"lambda": lambdas[0]}
+
+    def graddot(train_features, target_features):
+        seen["graddot"] = train_features
+        return np.zeros((4, 2, 30), np.float32)
+
+    monkeypatch.setattr(lds_jobs, "choose_lambda", choose)
+    monkeypatch.setattr(
+        lds_jobs, "load_subset_outputs", lambda paths, models: ([0], np.zeros((4, 2, 1)), None)
+    )
+    save_npy(tmp_path / "masks.npy", np.ones((1, 30), bool))
+    select_lambda_job([1.0], (train, target), (tmp_path / "masks.npy", []), ["subset_0_s0"])
+    monkeypatch.setattr(lds_jobs.baselines, "graddot_scores", graddot)
+    targets = graddot_targets(tmp_path)
+    baseline_scores("graddot", targets, tmp_path / "train.npz", 0, feature_paths=(train, target))
+    for job, features in seen.items():
+        assert len(features) == 2, job
+        assert all(isinstance(phi, np.memmap) for phi in features), job
+    assert set(seen) == {"select_lambda", "graddot"}

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stepattr.provenance import describe_config
+from stepattr.workflow.configs import load_config
+from stepattr.workflow.provenance import describe_config
 
 CONFIG = "config/config.yaml"
 
@@ -75,7 +75,7 @@ def scheduled_jobs(run_snakemake, outdir: Path, target: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def default_config(repo: Path) -> dict:
-    return yaml.safe_load((repo / CONFIG).read_text())
+    return load_config([repo / CONFIG])
 
 
 # target -> (rules that must be scheduled, rules that must not)

@@ -1,4 +1,4 @@
-"""Measured runtimes of targets (stepattr.runtimes): dry-run parsing and benchmark sums."""
+"""Measured runtimes of targets (stepattr.workflow.runtimes): dry-run parsing and benchmark sums."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stepattr.dry_run import dry_run
-from stepattr.runtimes import (
+from stepattr.workflow.dry_run import dry_run
+from stepattr.workflow.runtimes import (
     TargetRuntime,
     benchmark_paths,
     markdown,

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from stepattr import targets
-from stepattr.diffusion import Schedule, build_unet, predict_x0
-from stepattr.images import to_model_space
-from stepattr.seeds import VALIDATION_NOISE, derive_seed
-from stepattr.targets import (
+from stepattr.core.diffusion import Schedule, build_unet, predict_x0
+from stepattr.core.images import to_model_space
+from stepattr.core.seeds import VALIDATION_NOISE, derive_seed
+from stepattr.targets import generate as targets
+from stepattr.targets.generate import (
     check_targets,
     generated_targets,
     pick_validation,
@@ -22,6 +21,7 @@ from stepattr.targets import (
     save_targets,
     validation_targets,
 )
+from stepattr.workflow.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [900, 500, 0]
@@ -30,7 +30,7 @@ SCHEDULE = Schedule()
 
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
-    cfg = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
+    cfg = load_config([REPO / "config" / "ci.yaml"])
     torch.manual_seed(0)
     model = build_unet(cfg["model"], 8, 1).eval()
     with torch.no_grad():  # a random model predicts eps ~ 0; scale it up to exercise clipping

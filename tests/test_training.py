@@ -10,20 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from stepattr.config import ConfigError, check_config
-from stepattr.diffusion import Schedule, load_model, save_model, unet_kwargs
-from stepattr.io import save_json, save_npz
-from stepattr.seeds import derive_seed
-from stepattr.subsets import subset_masks, subset_model_seed, subset_size, subset_table
-from stepattr.training import (
+from stepattr.core.diffusion import Schedule, load_model, save_model, unet_kwargs
+from stepattr.core.io import save_json, save_npz
+from stepattr.core.seeds import derive_seed
+from stepattr.training.subsets import subset_masks, subset_model_seed, subset_size, subset_table
+from stepattr.training.train import (
     BatchOrder,
     DiffusionTrainer,
     ema_decay_at,
     train_and_save,
     train_diffusion,
 )
+from stepattr.workflow.checks import ConfigError, check_config
+from stepattr.workflow.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -31,7 +31,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def ci_config() -> dict:
-    return yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
+    return load_config([REPO / "config" / "ci.yaml"])
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_bad_config_fails_before_training_naming_the_key(ci_config, section, key
 
 def save_tiny_model(directory: Path, cfg: dict) -> None:
     torch.manual_seed(0)
-    from stepattr.diffusion import build_unet
+    from stepattr.core.diffusion import build_unet
 
     save_model(
         directory, build_unet(cfg["model"], 8, 1), unet_kwargs(cfg["model"], 8, 1), Schedule()

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stepattr.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
-from stepattr.io import load_json, save_json
-from stepattr.outputs import output_value, target_draws, train_draws
+from stepattr.core.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
+from stepattr.core.io import load_json, save_json
+from stepattr.core.outputs import output_value, target_draws, train_draws
 from stepattr.trak.features import (
     GradientFeaturizer,
     make_featurizer,
@@ -20,16 +20,16 @@ from stepattr.trak.features import (
     train_features,
 )
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
-from stepattr.trak.methods import attribution_methods, method_name, parse_method
-from stepattr.trak.projectors import BLOCK_ROWS, TorchProjector, make_projector, projection_seed
-from stepattr.trak.scores import trak_scores, trak_scores_multi
-from stepattr.trak.storage import gather_shards, load_info, save_features
-from stepattr.trak.workflow import (
+from stepattr.trak.jobs import (
     featurize_target_set,
     featurize_train_shard,
     gather_train,
     score_method,
 )
+from stepattr.trak.projectors import BLOCK_ROWS, TorchProjector, make_projector, projection_seed
+from stepattr.trak.scores import trak_scores, trak_scores_multi
+from stepattr.trak.storage import gather_shards, load_info, save_features
+from stepattr.workflow.names import attribution_methods, method_name, parse_method
 
 ALPHAS = Schedule().alphas_cumprod
 

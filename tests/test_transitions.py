@@ -12,22 +12,15 @@ import pytest
 import torch
 from tiny_models import TINY_UNET
 
-from stepattr.classifier import architecture, save_classifier, train_classifier
-from stepattr.clip_detector import (
+from stepattr.core.diffusion import Schedule, build_unet
+from stepattr.transitions.classifier import architecture, save_classifier, train_classifier
+from stepattr.transitions.clip_detector import (
     ClipUnavailable,
     cached_pretrained_file,
     clip_prompts,
     load_clip,
 )
-from stepattr.detectors import Detector, load_detector
-from stepattr.diffusion import Schedule, build_unet
-from stepattr.feature_attribution import (
-    influencer_fractions,
-    phase_steps,
-    summarize,
-    top_influencers,
-)
-from stepattr.transitions import (
+from stepattr.transitions.curves import (
     CURVE_COLUMNS,
     completion_classes,
     curve_table,
@@ -36,6 +29,13 @@ from stepattr.transitions import (
     steepest_rise,
     target_features,
     wilson_interval,
+)
+from stepattr.transitions.detectors import Detector, load_detector
+from stepattr.transitions.feature_attribution import (
+    influencer_fractions,
+    phase_steps,
+    summarize,
+    top_influencers,
 )
 
 # ----------------------------------------------------------------------------- Wilson CI
@@ -307,7 +307,7 @@ def test_clip_plumbing_with_random_weights(tmp_path, classifier_dir):
 
 def test_transitions_figure_layout():
     """One curve plus, per phase, x0hat and `shown` positive and negative influencers."""
-    from stepattr.transition_figure import choose_targets, transitions_figure
+    from stepattr.transitions.figure import choose_targets, transitions_figure
 
     grid = [20, 10, 0]
     classes = np.array([[[0, 0, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]]] * 2)

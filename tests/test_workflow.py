@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from stepattr.workflow.configs import load_config
+
 CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml", "config/cifar2.yaml"]
 
 
@@ -35,9 +37,8 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
     """The ci DAG ran; its outputs fit together; a second run has nothing left to do."""
     import numpy as np
     import pandas as pd
-    import yaml
 
-    cfg = yaml.safe_load((repo / "config/ci.yaml").read_text())
+    cfg = load_config([repo / "config/ci.yaml"])
     with np.load(ci_run / f"data/{cfg['dataset']['name']}/train.npz") as train:
         n_train = len(train["labels"])
     n_targets = cfg["sampling"]["num_targets"] + cfg["sampling"]["num_validation"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,3 +43,11 @@ class LabeledImages:
         """Images per class name, in class order."""
         per_class = np.bincount(self.labels, minlength=len(self.class_names))
         return {name: int(n) for name, n in zip(self.class_names, per_class, strict=True)}
+
+
+def labels_csv_path(folder: str | Path, labels_csv: str | Path | None) -> Path | None:
+    """``dataset.labels_csv`` of an image folder: a relative path names a file inside
+    ``dataset.path`` (``path: photos, labels_csv: labels.csv`` reads ``photos/labels.csv``)."""
+    if labels_csv is None:
+        return None
+    return Path(folder) / labels_csv

@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from stepattr.datasets.base import DatasetError, LabeledImages
+from stepattr.core.io import sha256_file
+from stepattr.datasets.base import DatasetError, LabeledImages, labels_csv_path
 from stepattr.datasets.transform import image_to_chw, resize_center_crop
-from stepattr.io import sha256_file
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 MODES = {1: "L", 3: "RGB"}
@@ -44,7 +44,8 @@ def load_image_folder(
         labels_of = dict.fromkeys(files, root.resolve().name or "images")
         provenance: dict[str, Any] = {"path": str(root)}
     else:
-        labels_of = read_labels_csv(Path(labels_csv), root, files)
+        labels_csv = labels_csv_path(root, labels_csv)
+        labels_of = read_labels_csv(labels_csv, root, files)
         provenance = {
             "path": str(root),
             "labels_csv": str(labels_csv),

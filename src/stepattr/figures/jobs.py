@@ -1,8 +1,8 @@
 """The figure rules' jobs: files in, files out (the scripts under scripts/ call these).
 
-Scores are read through :func:`stepattr.feature_attribution.load_scores` (rows = generated
-targets, then validation; ``index.csv`` maps a row to its target set and id). Patch features
-reuse the trak family's featurizer (:func:`stepattr.trak.workflow.load_featurizer`) so they
+Scores are read through :func:`stepattr.trak.storage.load_scores` (rows =
+generated targets, then validation; ``index.csv`` maps a row to its target set and id). Patch
+features reuse the trak family's featurizer (:func:`stepattr.trak.jobs.load_featurizer`) so they
 share the model, the projection and the sidecar identity with the train features, which
 :func:`stepattr.trak.storage.load_method_features` checks before scoring.
 """
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stepattr.feature_attribution import load_scores, top_influencers
+from stepattr.core.images import load_split
+from stepattr.core.io import atomic_path, load_json
 from stepattr.figures.influencers import (
     TrainingImages,
     Trajectory,
@@ -30,14 +31,19 @@ from stepattr.figures.influencers import (
 )
 from stepattr.figures.patch_figure import WHOLE_IMAGE, PatchRow, patch_figure
 from stepattr.figures.patches import configured_patches, patch_target_features
-from stepattr.images import load_split
-from stepattr.io import atomic_path, load_json, save_csv, save_json, save_npy
-from stepattr.provenance import describe_config
-from stepattr.target_sets import load_target_sets
-from stepattr.targets import check_targets
+from stepattr.targets.generate import check_targets
+from stepattr.targets.sets import load_target_sets
+from stepattr.trak.jobs import load_featurizer
 from stepattr.trak.scores import trak_scores
-from stepattr.trak.storage import load_method_features, save_features
-from stepattr.trak.workflow import load_featurizer
+from stepattr.trak.storage import (
+    load_method_features,
+    load_scores,
+    save_features,
+    save_scores,
+    score_row,
+)
+from stepattr.transitions.feature_attribution import top_influencers
+from stepattr.workflow.provenance import describe_config
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +86,6 @@ def load_trajectories(
     if missing:
         raise ValueError(f"target ids {missing} are in none of {list(map(str, target_files))}")
     return found
-
-
-def score_row(index: pd.DataFrame, target_id: int, target_set: str | None = None) -> int:
-    """The scores row of a global target id (checked against its target set when given)."""
-    rows = index[index["target_id"] == int(target_id)]
-    if len(rows) != 1 or (target_set is not None and rows["target_set"].iloc[0] != target_set):
-        raise ValueError(f"no single row for target {target_set or ''} {target_id} in index.csv")
-    return int(rows["row"].iloc[0])
 
 
 def method_heading(meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
@@ -256,7 +254,7 @@ def patch_scores_job(
             f"for {len(models)} models"
         )
     lam, record = _load_lambda(lambda_path)
-    train, target, identities = load_method_features(train_paths, [[p] for p in patch_paths])
+    train, target, identities = load_method_features(train_paths, patch_paths)
     targets, rows, _ = _patch_targets(target_files, target_sets, figures)
     patches = configured_patches(figures, targets.x0.shape[-1])
     if target[0].shape[:2] != (len(rows) * len(patches), len(figures["patch_steps"])):
@@ -281,10 +279,10 @@ def patch_scores_job(
         ]
     )
     index.insert(0, "row", np.arange(len(index)))
-    save_npy(outputs["scores"], scores)
-    save_csv(outputs["index"], index)
-    save_json(
-        outputs["meta"],
+    save_scores(
+        outputs,
+        scores,
+        index,
         {
             "method": method,
             "sign": "positive = including the training example lowers the patch's f_t",

@@ -1,4 +1,4 @@
-"""Patch attribution (DESIGN.md step 2 with a mask): which training images shape one region.
+"""Patch attribution (docs/method.md, f_t with a mask): which training images shape one region.
 
 The target output function at step t becomes ``f_t^M = sum_r mean_pixels(M * (eps(x_t^r, t)
 - e_r))^2`` with a 0/1 mask M over a pixel box, the rest unchanged (same x0hat_t, same R noises
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from stepattr.trak.features import Featurizer, target_features
-from stepattr.trak.methods import attribution_methods
+from stepattr.workflow.names import attribution_methods
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 

@@ -8,10 +8,10 @@ The featurizer is a strategy: anything with ``dim``, ``__call__(x0, timesteps, n
 plugs in through :func:`make_featurizer` and reuses the drivers below: implement the protocol
 in its own module, return it from :func:`make_featurizer` for its ``attribution.projector``
 name, and its methods get their name suffix from
-:data:`stepattr.trak.methods.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
+:data:`stepattr.workflow.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
 
 The drivers draw the random (timestep, noise) pairs per example from
-:mod:`stepattr.outputs` (seeded by example, never by batch), so features do not depend on the
+:mod:`stepattr.core.outputs` (seeded by example, never by batch), so features do not depend on the
 batch size or on how the training set is sharded, and every model sees the same draws.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stepattr.outputs import OUTPUT_FUNCTIONS, target_draws, train_draws
+from stepattr.core.outputs import OUTPUT_FUNCTIONS, target_draws, train_draws
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model
 from stepattr.trak.projectors import Projector, make_projector

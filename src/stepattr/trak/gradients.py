@@ -2,7 +2,7 @@
 
 TRAK needs one gradient per example (per training image, or per target and step), never one
 per batch. ``torch.func`` computes them in one batched pass: ``vmap(grad(f))`` over examples,
-where ``f`` is :func:`stepattr.outputs.output_value` of a single example evaluated through
+where ``f`` is :func:`stepattr.core.outputs.output_value` of a single example evaluated through
 ``functional_call``. Each example carries its own J (timestep, noise) draws, summed inside
 ``f``, so the gradient of an example is the gradient of its sum over draws.
 
@@ -18,7 +18,7 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, grad, vmap
 
-from stepattr.outputs import output_value
+from stepattr.core.outputs import output_value
 
 
 def parameter_names(model: torch.nn.Module) -> list[str]:
@@ -59,7 +59,7 @@ def per_example_gradients(
     """Gradients ``(B, p)`` of ``output_value`` for each of B examples.
 
     ``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` as for
-    :func:`stepattr.outputs.output_value`; ``mask`` is shared by all examples. The model must
+    :func:`stepattr.core.outputs.output_value`; ``mask`` is shared by all examples. The model must
     have gone through :func:`prepare_model`. One vmap pass holds the activations of B x
     ``draws_per_pass`` images (default: all J draws at once); the gradient of the sum over
     draws is accumulated over passes, so only one ``(B, p)`` gradient is ever formed. Callers

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
-from stepattr.seeds import derive_seed
+from stepattr.core.seeds import derive_seed
 
 PROJECTION_KINDS = ("rademacher", "normal")
 BLOCK_ROWS = 4096

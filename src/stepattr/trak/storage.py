@@ -1,4 +1,11 @@
-"""Feature files on disk: ``.npy`` arrays with a ``.json`` record of how they were made.
+"""Feature and score files on disk: the one writer and the one reader of each format.
+
+Scores: a directory ``scores/<method>/`` with ``scores.npy`` (rows, G, n_train) float32,
+``index.csv`` (row -> target set and id) and ``meta.json`` (method, grid, provenance), written
+by :func:`save_scores` (TRAK, baselines, patch scores) and read, memory-mapped and checked, by
+:func:`load_scores` (LDS tables, feature attribution, figures, counterfactual removals).
+
+Features: ``.npy`` arrays with a ``.json`` record of how they were made.
 
 Each features file ``X.npy`` gets a sidecar ``X.json`` (the featurizer's ``describe()``: output
 function, projector, its seed and sizes; the model's SHA-256; the draws). Train and target
@@ -16,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from stepattr.io import load_json, save_json, save_npy
+from stepattr.core.io import load_json, save_csv, save_json, save_npy
 
 FEATURE_DTYPES = ("float32", "float16")
 IDENTITY_KEYS = ("featurizer", "model_sha256")
@@ -88,17 +96,22 @@ def gather_shards(
 
 
 def load_method_features(
-    train_paths: Sequence[str | os.PathLike], target_paths: Sequence[Sequence[str | os.PathLike]]
+    train_paths: Sequence[str | os.PathLike], target_paths: Sequence[str | os.PathLike]
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, Any]]]:
     """Per model: train features ``(n, k)`` (memory-mapped), target sets concatenated ``(m, G, k)``.
 
-    ``target_paths[c]`` are model c's target-set files in row order. Returns also each
-    model's identity (featurizer, weights), after checking its files agree.
+    The one reader of feature files: every stage that scores reads features here. ``target_paths``
+    is model-major (model c's target-set files in row order, the same count per model). Returns
+    also each model's identity (featurizer, weights), after :func:`check_compatible` has checked
+    that its files agree.
     """
-    if len(train_paths) != len(target_paths) or not train_paths:
-        raise ValueError(f"{len(train_paths)} train feature files for {len(target_paths)} models")
+    n_models = len(train_paths)
+    if not n_models or len(target_paths) % n_models:
+        raise ValueError(f"{len(target_paths)} target feature files for {n_models} models")
+    per_model = len(target_paths) // n_models
     train, target, identities = [], [], []
-    for train_path, paths in zip(train_paths, target_paths, strict=True):
+    for c, train_path in enumerate(train_paths):
+        paths = target_paths[c * per_model : (c + 1) * per_model]
         identities.append(check_compatible([train_path, *paths]))
         phi = np.load(train_path, mmap_mode="r")
         parts = [np.load(p) for p in paths]
@@ -110,3 +123,44 @@ def load_method_features(
         train.append(phi)
         target.append(np.concatenate(parts))
     return train, target, identities
+
+
+def save_scores(
+    paths: Mapping[str, str | os.PathLike],
+    scores: np.ndarray,
+    index: pd.DataFrame,
+    meta: Mapping[str, Any],
+) -> None:
+    """Write a score directory: ``paths["scores"]`` (.npy), ``["index"]`` (.csv), ``["meta"]``."""
+    save_npy(paths["scores"], scores)
+    save_csv(paths["index"], index)
+    save_json(paths["meta"], dict(meta))
+
+
+def load_scores(
+    scores_path: str | os.PathLike, index_path: str | os.PathLike, meta_path: str | os.PathLike
+) -> tuple[np.ndarray, pd.DataFrame, list[int], dict[str, Any]]:
+    """Memory-mapped scores (rows, G, n), their index and grid, and meta.json; checked."""
+    scores = np.load(scores_path, mmap_mode="r")
+    index = pd.read_csv(index_path)
+    meta = load_json(meta_path)
+    missing = {"row", "target_set", "target_id"} - set(index.columns)
+    if missing:
+        raise ValueError(f"{index_path}: missing columns {sorted(missing)}")
+    if "grid" not in meta:
+        raise ValueError(f"{meta_path}: no 'grid' entry")
+    grid = [int(s) for s in meta["grid"]]
+    if scores.ndim != 3 or scores.shape[:2] != (len(index), len(grid)):
+        raise ValueError(
+            f"{scores_path}: shape {scores.shape}, expected ({len(index)}, {len(grid)}, n_train) "
+            f"from {index_path} and the grid of {meta_path}"
+        )
+    return scores, index, grid, meta
+
+
+def score_row(index: pd.DataFrame, target_id: int, target_set: str | None = None) -> int:
+    """The scores row of a global target id (checked against its target set when given)."""
+    rows = index[index["target_id"] == int(target_id)]
+    if len(rows) != 1 or (target_set is not None and rows["target_set"].iloc[0] != target_set):
+        raise ValueError(f"no single row for target {target_set or ''} {target_id} in index.csv")
+    return int(rows["row"].iloc[0])

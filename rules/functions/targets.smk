@@ -1,0 +1,9 @@
+# Helpers of this stage's rules only; what two or more stages share is in rules/common.smk.
+
+
+def targets_outputs():
+    """The target sets, the generated targets' grid and the preview."""
+    files = target_files() + [f"{TARGETS}/generated.png"]
+    if config["sampling"]["num_preview"]:
+        files += [f"{TARGETS}/preview.npy", f"{TARGETS}/preview.png"]
+    return files

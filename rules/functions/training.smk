@@ -1,0 +1,36 @@
+# Helpers of this stage's rules only; what two or more stages share is in rules/common.smk.
+
+
+MODEL_FILES = ["model.safetensors", "config.json", "loss.csv"]
+
+
+def model_dir_files(model_id):
+    """Named outputs of a training job (train / retrain)."""
+    names = ("model", "config", "loss")
+    return {key: f"{MODELS}/{model_id}/{name}" for key, name in zip(names, MODEL_FILES)}
+
+
+def train_state(model_id):
+    """Resumable training state: outside the declared outputs, deleted when the model is written."""
+    return f"{OUT}/.train_state/{model_id}.pt"
+
+
+def full_model_seed(wildcards):
+    return config["train"]["seed"] + int(wildcards.i)
+
+
+def subset_model_seed(wildcards):
+    from stepattr.training.subsets import subset_model_seed as seed_of
+
+    return seed_of(config["subsets"]["seed"], int(wildcards.s))
+
+
+def subset_row(wildcards):
+    return int(wildcards.j)
+
+
+def training_outputs():
+    """The full models, the subset models and their subsets."""
+    models = full_model_ids() + subset_model_ids("scored") + subset_model_ids("heldout")
+    files = [f"{MODELS}/{m}/{name}" for m in models for name in MODEL_FILES]
+    return files + [f"{OUT}/subsets/masks.npy", f"{OUT}/subsets/subsets.csv"]

@@ -1,0 +1,55 @@
+"""Rule lds: per-step and D-TRAK-protocol LDS tables of every method (CSV + Markdown)."""
+
+from stepattr.workflow.script import start
+
+smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
+
+from pathlib import Path  # noqa: E402
+
+from stepattr.core.io import load_json, save_csv, save_text  # noqa: E402
+from stepattr.lds.ground_truth import load_subset_outputs  # noqa: E402
+from stepattr.lds.jobs import lds_frames  # noqa: E402
+from stepattr.lds.tables import lds_header, lds_markdown  # noqa: E402
+from stepattr.targets.sets import load_target_sets  # noqa: E402
+from stepattr.training.subsets import load_masks  # noqa: E402
+
+targets = load_target_sets(smk.input.targets, smk.params.target_sets)
+rows, f, dtrak = load_subset_outputs(smk.input.outputs, smk.params.scored_models, targets.target_id)
+masks = load_masks(smk.input.masks, rows)
+cfg = smk.params.lds
+score_dirs = {Path(p).parent.name: Path(p).parent for p in smk.input.scores if p.endswith(".npy")}
+steps, whole, labels = lds_frames(
+    score_dirs, targets, masks, f, dtrak, cfg["bootstrap"], cfg["seed"], cfg["ci_level"]
+)
+lambdas = {}
+for method, directory in score_dirs.items():
+    meta = load_json(f"{directory}/meta.json")
+    if meta.get("lambda") is not None:
+        edge = meta.get("lambda_record", {}).get("grid_edge")
+        lambdas[method] = f"{meta['lambda']:g}" + (f" ({edge} of the grid)" if edge else "")
+header = lds_header(
+    smk.params.provenance,
+    smk.params.seeds,
+    smk.params.subsets,
+    cfg,
+    smk.params.resamples,
+    {name: int((targets.target_set == name).sum()) for name in smk.params.target_sets},
+    lambdas,
+    [
+        smk.input.masks,
+        f"{len(smk.input.outputs)} files like {smk.input.outputs[0]}",
+        f"{Path(smk.input.scores[0]).parent.parent}/<method>/scores.npy",
+    ],
+)
+for frame in (steps, whole):
+    frame.insert(1, "label", frame["method"].map(labels))
+print(steps.to_string())
+print(whole.to_string())
+save_csv(smk.output.csv, steps)
+save_csv(smk.output.dtrak_csv, whole)
+save_text(smk.output.md, lds_markdown(steps, "LDS per denoising step", header, labels))
+dtrak_header = header + [
+    "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
+    "timesteps; prediction = each method's scores averaged over the grid steps"
+]
+save_text(smk.output.dtrak_md, lds_markdown(whole, "LDS, D-TRAK protocol", dtrak_header, labels))

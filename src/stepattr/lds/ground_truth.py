@@ -1,0 +1,99 @@
+"""Ground truth for the LDS: each subset model's outputs on every target.
+
+Two quantities per (model, target), both with common random numbers (the same draws for
+every model, seeded per global target id, so differences between models are not noise):
+
+- ``f`` (m, G): the journey-TRAK output function at every grid step,
+  ``f_t = sum_r mean_pixels (eps(sqrt(a_t) x0hat_t + sqrt(1-a_t) e_r, t) - e_r)^2`` with the
+  R noises of :func:`stepattr.core.outputs.target_draws`. With the featurizer's seed and R it is
+  exactly the function whose gradient TRAK projects; a larger R (``lds.target_resamples``)
+  keeps those R noises as its first ones and adds more (a less noisy ground truth).
+- ``dtrak`` (m,): D-TRAK's ground truth, the diffusion loss of the final image x0 averaged
+  over D (timestep, noise) draws, timesteps uniform on [0, T)
+  (:func:`stepattr.core.outputs.train_draws`
+  seeded per target id, from ``lds.seed`` through the stream tag ``DTRAK_DRAWS``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from stepattr.core.diffusion import eps_model, load_model
+from stepattr.core.outputs import diffusion_losses, step_losses
+from stepattr.core.seeds import derive_seed
+from stepattr.targets.sets import TargetSets
+
+SUBSET_MODEL = re.compile(r"subset_(\d+)_s(\d+)")
+# Stream tag of the D-TRAK draws (apart from stepattr.core.seeds' tags), so that they never repeat
+# the featurizer's training-example draws when lds.seed equals attribution.seed.
+DTRAK_DRAWS = 100
+
+
+def subset_model_outputs(
+    model_dir: str | os.PathLike,
+    targets: TargetSets,
+    resamples: int,
+    seed: int,
+    dtrak_draws: int,
+    dtrak_seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """``f`` (m, G) and ``dtrak`` (m,) of one trained model on every target (module docstring)."""
+    unet, schedule, _ = load_model(model_dir, device)
+    eps, ac = eps_model(unet), schedule.alphas_cumprod
+    x0hat = torch.from_numpy(targets.x0hat).to(device)
+    x0 = torch.from_numpy(targets.x0).to(device)
+    f = step_losses(eps, x0hat, targets.target_id, targets.grid, resamples, seed, ac, batch_size)
+    dtrak_stream = derive_seed(DTRAK_DRAWS, dtrak_seed)
+    dtrak = diffusion_losses(eps, x0, targets.target_id, dtrak_draws, dtrak_stream, ac, batch_size)
+    return {"f": f, "dtrak": dtrak, "target_id": targets.target_id, "grid": targets.grid}
+
+
+def subset_row(model_id: str) -> int:
+    """The subset-mask row of a model id ``subset_{row}_s{seed}``."""
+    match = SUBSET_MODEL.fullmatch(model_id)
+    if not match:
+        raise ValueError(f"{model_id!r} is not a subset model id (subset_<row>_s<seed>)")
+    return int(match.group(1))
+
+
+def load_subset_outputs(
+    paths: Sequence[str | os.PathLike],
+    model_ids: Sequence[str],
+    target_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read subset outputs and average the models of each subset (its seeds).
+
+    With ``target_ids``, every file must have been computed for exactly those targets, in
+    that order. Returns ``rows`` (M,) mask rows in ascending order, ``f`` (m, G, M) and
+    ``dtrak`` (m, M): the subset axis last, as :func:`stepattr.lds.metric.lds_per_target` expects.
+    """
+    if len(paths) != len(model_ids) or not paths:
+        raise ValueError(
+            f"need one output file per subset model, got {len(paths)} for {len(model_ids)}"
+        )
+    grouped: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    shape = None
+    for path, model_id in zip(paths, model_ids, strict=True):
+        with np.load(path, allow_pickle=False) as data:
+            if {"f", "dtrak"} - set(data.files):
+                raise ValueError(f"{path}: not a subset-output file (needs arrays f and dtrak)")
+            f, dtrak = data["f"], data["dtrak"]
+            ids = data["target_id"] if "target_id" in data.files else None
+        if target_ids is not None and (ids is None or not np.array_equal(ids, target_ids)):
+            raise ValueError(f"{path}: computed for other targets than the current target sets")
+        if shape is None:
+            shape = f.shape
+        if f.shape != shape or dtrak.shape != shape[:1]:
+            raise ValueError(f"{path}: f {f.shape} / dtrak {dtrak.shape} differ from {shape}")
+        grouped.setdefault(subset_row(model_id), []).append((f, dtrak))
+    rows = np.array(sorted(grouped), dtype=np.int64)
+    f_mean = np.stack([np.mean([f for f, _ in grouped[r]], axis=0) for r in rows], axis=-1)
+    d_mean = np.stack([np.mean([d for _, d in grouped[r]], axis=0) for r in rows], axis=-1)
+    return rows, f_mean, d_mean

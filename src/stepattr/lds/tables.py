@@ -1,0 +1,217 @@
+"""LDS tables (long CSV, wide Markdown) and the LDS-against-step figure.
+
+Two protocols over the same subset models:
+
+- per step (journey-TRAK): ground truth ``f_t`` at each grid step, scores of that step;
+- D-TRAK: ground truth the diffusion loss of the final image averaged over timesteps; since it
+  attributes the whole loss, the prediction uses each method's scores averaged over the grid
+  steps (for TRAK methods, the step-averaged scores; the grid is a Riemann sum over t).
+
+Every LDS is reported over all targets and per target set (generated, validation).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stepattr.lds.metric import bootstrap_lds, predicted_outputs
+from stepattr.workflow.provenance import describe_config
+
+
+def _target_groups(target_set: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    groups = [("all", np.ones(len(target_set), dtype=bool))]
+    names = list(dict.fromkeys(target_set.tolist()))
+    if len(names) > 1:
+        groups += [(name, target_set == name) for name in names]
+    return groups
+
+
+def _rows(
+    method: str,
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    steps: Sequence[int] | None,
+    target_set: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> list[dict]:
+    """Bootstrap rows for predicted and actual outputs (m, G, M) per target group and step
+    (``steps=None``: one column)."""
+    rows = []
+    for set_name, keep in _target_groups(target_set):
+        for g in range(predicted.shape[1]):
+            res = bootstrap_lds(predicted[keep, g], actual[keep, g], n_boot, seed, level)
+            step = {} if steps is None else {"step": int(steps[g])}
+            rows.append({"method": method, "target_set": set_name, **step, **asdict(res)})
+    return rows
+
+
+def step_lds_rows(
+    method: str,
+    scores: np.ndarray,
+    masks: np.ndarray,
+    losses: np.ndarray,
+    grid: Sequence[int],
+    target_set: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[dict]:
+    """Per-step LDS rows of one method: scores (m, G, n), losses (m, G, M)."""
+    predicted = predicted_outputs(masks, scores)
+    actual = -np.asarray(losses, dtype=np.float64)
+    return _rows(method, predicted, actual, list(grid), target_set, n_boot, seed, level)
+
+
+def dtrak_lds_rows(
+    method: str,
+    scores: np.ndarray,
+    masks: np.ndarray,
+    losses: np.ndarray,
+    target_set: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[dict]:
+    """D-TRAK-protocol LDS rows of one method: step-averaged scores against losses (m, M)."""
+    predicted = predicted_outputs(masks, np.asarray(scores, dtype=np.float64).mean(axis=1))
+    actual = -np.asarray(losses, dtype=np.float64)
+    return _rows(method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level)
+
+
+def _cell(row: pd.Series) -> str:
+    if not np.isfinite(row["lds"]):
+        return "n/a"
+    return f"{row['lds']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def _wide(part: pd.DataFrame, column: str, labels: Mapping[str, str]) -> list[str]:
+    cols = list(dict.fromkeys(part[column]))
+    names = [f"t={c}" if column == "step" else str(c) for c in cols]
+    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(cols)]
+    for method in dict.fromkeys(part["method"]):
+        cells = part[part["method"] == method].set_index(column)
+        row = [_cell(cells.loc[c]) if c in cells.index else "" for c in cols]
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def lds_markdown(
+    frame: pd.DataFrame, title: str, header: Sequence[str], labels: Mapping[str, str]
+) -> str:
+    """Rows: methods; cells 'LDS [lo, hi]' (95% bootstrap CI over subsets and targets).
+
+    Per-step frames: columns are steps, one section per target group. D-TRAK frames (no
+    ``step`` column): columns are the target groups.
+    """
+    lines = [f"# {title}", "", *header, ""]
+    if "step" in frame.columns:
+        for name in dict.fromkeys(frame["target_set"]):
+            lines += [f"## targets: {name}", ""]
+            lines += _wide(frame[frame["target_set"] == name], "step", labels)
+    else:
+        lines += _wide(frame, "target_set", labels)
+    excluded = int(frame["n_excluded"].sum())
+    if excluded:
+        lines.append(
+            f"{excluded} undefined per-target correlations (constant vectors) were excluded."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def lds_header(
+    provenance: Mapping[str, Any],
+    seeds: Mapping[str, int],
+    subsets: Mapping[str, Any],
+    lds_cfg: Mapping[str, Any],
+    resamples: int,
+    target_counts: Mapping[str, int],
+    lambdas: Mapping[str, Any],
+    inputs: Sequence[str],
+) -> list[str]:
+    """What a reader needs to recompute a table: config, seeds, subsets, protocol, inputs."""
+    return [
+        f"- config: {describe_config(provenance)}",
+        "- seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()),
+        f"- subsets: {subsets['count']} scored x {subsets['seeds']} model(s) each (alpha "
+        f"{subsets['alpha']}, {subsets['train_steps']} training steps); {subsets['heldout']} "
+        "held out, used only to choose lambda",
+        "- targets: " + ", ".join(f"{n} {name}" for name, n in target_counts.items()),
+        f"- LDS: Spearman(masks @ scores, -loss) per target across subsets, mean over targets; "
+        f"{lds_cfg['ci_level']:.0%} two-way percentile bootstrap CI resampling subsets and "
+        f"targets ({lds_cfg['bootstrap']} resamples, seed {lds_cfg['seed']})",
+        f"- ground truth f_t: R = {resamples} noises per target and step, the same for every "
+        f"model; D-TRAK loss: {lds_cfg['dtrak_draws']} uniform (t, noise) draws per target",
+        "- lambda (chosen on held-out subsets): "
+        + (", ".join(f"{m} {lam}" for m, lam in lambdas.items()) or "none"),
+        "- inputs: " + ", ".join(inputs),
+    ]
+
+
+REFERENCES = {"random": ("0.45", "--"), "pixel": ("tab:orange", ":")}  # drawn in every panel
+
+
+def plot_lds(
+    frame: pd.DataFrame, path: str | os.PathLike, labels: Mapping[str, str], title: str
+) -> None:
+    """LDS against step (all targets) as small multiples: one panel per method with its CI
+    band, the random and pixel baselines drawn in every panel for reference, and in each
+    panel's title the mean over steps and the steps whose CI excludes 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from stepattr.core.io import atomic_path
+
+    data = frame[frame["target_set"] == "all"]
+    by_method = {m: part.sort_values("step") for m, part in data.groupby("method", sort=False)}
+    panels = [m for m in by_method if m not in REFERENCES] or list(by_method)
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), dpi=150, sharex=True,
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    for ax, method in zip(axes.flat, panels, strict=False):
+        for ref, (color, style) in REFERENCES.items():
+            if ref in by_method and ref != method:
+                part = by_method[ref]
+                ax.plot(part["step"], part["lds"], color=color, ls=style, lw=1, label=ref)
+                ax.fill_between(
+                    part["step"], part["ci_low"], part["ci_high"], color=color, alpha=0.08
+                )
+        part = by_method[method]
+        ax.plot(part["step"], part["lds"], color="tab:blue", marker="o", ms=3, lw=1.5)
+        ax.fill_between(part["step"], part["ci_low"], part["ci_high"], color="tab:blue", alpha=0.2)
+        ax.axhline(0.0, color="0.3", lw=0.6)
+        above = int((part["ci_low"] > 0).sum())
+        ax.set_title(
+            f"{labels.get(method, method)}\nmean {part['lds'].mean():+.2f}; CI > 0 at "
+            f"{above}/{len(part)} steps",
+            fontsize=8,
+        )
+    axes.flat[0].invert_xaxis()  # shared: every panel runs from high t to 0
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step t (sampling runs high t -> 0)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("LDS", fontsize=8)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    sns.despine(fig)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)

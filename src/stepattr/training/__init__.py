@@ -1,0 +1,16 @@
+"""Stage training: the random subsets and every DDPM model of the workflow.
+
+Rules (rules/training.smk): ``make_subsets``; ``train`` (the full models ``full_<i>``, the
+TRAK ensemble) and, from the same definition via ``use rule``, ``retrain`` (subset models
+``subset_<j>_s<s>`` for the LDS), ``retrain_removed`` and ``train_counterfactual_reference``
+(the counterfactual removal models). Scripts: scripts/training/.
+Inputs: ``{outdir}/data/<name>/train.npz`` and ``manifest.json``; the subset masks or a
+removal mask. Outputs: ``{outdir}/subsets/masks.npy`` and ``subsets.csv``;
+``{outdir}/models/<model_id>/model.safetensors``, ``config.json``, ``loss.csv``.
+Config: ``train``, ``models``, ``subsets``, ``model``, ``diffusion``,
+``counterfactual.train_steps``.
+
+Modules: ``train`` (the DDPM training loop, resumable state, :func:`train.train_and_save`),
+``subsets`` (the subset matrix and the mask-file format: :func:`subsets.save_masks`, its
+writer, and :func:`subsets.load_masks` / :func:`subsets.load_subset_row`, its reader).
+"""

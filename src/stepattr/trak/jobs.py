@@ -1,0 +1,213 @@
+"""The featurize and score jobs of the workflow: files in, files out (scripts call these).
+
+Every job takes its settings from the config's ``attribution`` section: K =
+``train_timesteps`` draws per training example, R = ``target_resamples`` noises per target
+and step, k = ``proj_dim``, ``batch_size`` examples per batch (vmap and projection),
+``draws_per_pass`` draws per vmap pass (memory), ``seed`` for the draws and,
+combined with the model id, for the projection matrix (see
+:func:`stepattr.trak.projectors.projection_seed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stepattr.core.diffusion import load_model, resolve_device
+from stepattr.core.images import load_split, to_model_space
+from stepattr.core.io import load_json, sha256_file
+from stepattr.targets.sets import load_target_sets
+from stepattr.trak.features import (
+    Featurizer,
+    make_featurizer,
+    shard_indices,
+    target_features,
+    train_features,
+)
+from stepattr.trak.projectors import projection_seed
+from stepattr.trak.scores import trak_scores
+from stepattr.trak.storage import (
+    gather_shards,
+    load_method_features,
+    save_features,
+    save_scores,
+)
+
+log = logging.getLogger(__name__)
+
+
+def load_featurizer(
+    model_dir: str | os.PathLike,
+    model_id: str,
+    output_function: str,
+    projector: str,
+    attribution: Mapping[str, Any],
+    device: str,
+) -> tuple[Featurizer, int, dict[str, Any]]:
+    """A model's featurizer, the schedule length T, and the provenance of its feature files."""
+    model_dir = Path(model_dir)
+    model, schedule, _ = load_model(model_dir, resolve_device(device))
+    seed = projection_seed(int(attribution["seed"]), model_id)
+    featurizer = make_featurizer(
+        model,
+        output_function,
+        schedule.alphas_cumprod,
+        projector,
+        int(attribution["proj_dim"]),
+        seed,
+        attribution.get("draws_per_pass"),
+        int(attribution.get("factored_expansion", 1)),
+    )
+    info = {
+        "model_id": model_id,
+        "model_sha256": sha256_file(model_dir / "model.safetensors"),
+        "featurizer": featurizer.describe(),
+        "draw_seed": int(attribution["seed"]),
+        "device": str(next(model.parameters()).device),
+    }
+    log.info("featurizer %s on %s", info["featurizer"], info["device"])
+    return featurizer, schedule.num_train_timesteps, info
+
+
+def featurize_train_shard(
+    model_dir: str | os.PathLike,
+    train_split: str | os.PathLike,
+    out_path: str | os.PathLike,
+    model_id: str,
+    output_function: str,
+    projector: str,
+    shard: int,
+    attribution: Mapping[str, Any],
+    device: str,
+) -> None:
+    """Features of shard ``shard`` of ``attribution.shards`` equal slices of the training split."""
+    featurizer, num_timesteps, info = load_featurizer(
+        model_dir, model_id, output_function, projector, attribution, device
+    )
+    images, _, _ = load_split(train_split)
+    rows = shard_indices(len(images), int(attribution["shards"]), shard)
+    log.info("shard %d: training examples %d..%d", shard, rows[0], rows[-1] + 1)
+    feats = train_features(
+        featurizer,
+        to_model_space(images[rows]),
+        rows,
+        int(attribution["train_timesteps"]),
+        int(attribution["seed"]),
+        num_timesteps,
+        int(attribution["batch_size"]),
+        progress=True,
+    )
+    info.update(
+        side="train",
+        draws=int(attribution["train_timesteps"]),
+        shard=shard,
+        rows=[int(rows[0]), int(rows[-1]) + 1],
+    )
+    save_features(out_path, feats, attribution.get("feature_dtype", "float32"), info)
+
+
+def gather_train(
+    shard_paths: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    train_split: str | os.PathLike,
+) -> None:
+    """Concatenate a model's train shards; they must cover the whole training split."""
+    with np.load(train_split, allow_pickle=False) as data:
+        num_rows = len(data["labels"])
+    gather_shards(shard_paths, out_path, num_rows)
+
+
+def featurize_target_set(
+    model_dir: str | os.PathLike,
+    targets_path: str | os.PathLike,
+    target_set: str,
+    out_path: str | os.PathLike,
+    model_id: str,
+    output_function: str,
+    projector: str,
+    attribution: Mapping[str, Any],
+    device: str,
+) -> None:
+    """Features ``(N, G, k)`` of one target set: f_t around x0hat at every grid step."""
+    featurizer, _, info = load_featurizer(
+        model_dir, model_id, output_function, projector, attribution, device
+    )
+    targets = load_target_sets([targets_path], [target_set])
+    feats = target_features(
+        featurizer,
+        torch.from_numpy(targets.x0hat),
+        targets.target_id,
+        targets.grid.tolist(),
+        int(attribution["target_resamples"]),
+        int(attribution["seed"]),
+        int(attribution["batch_size"]),
+        progress=True,
+    )
+    info.update(
+        side="target",
+        target_set=target_set,
+        draws=int(attribution["target_resamples"]),
+        grid=targets.grid.tolist(),
+    )
+    save_features(out_path, feats, attribution.get("feature_dtype", "float32"), info)
+
+
+def score_method(
+    method: str,
+    models: Sequence[str],
+    train_paths: Sequence[str | os.PathLike],
+    target_paths: Sequence[str | os.PathLike],
+    target_files: Sequence[str | os.PathLike],
+    target_sets: Sequence[str],
+    lambda_path: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
+    attribution: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> None:
+    """``scores.npy`` (targets, G, n_train), ``index.csv`` and ``meta.json`` of one method.
+
+    ``target_paths`` is model-major: model c's target-set files in ``target_sets`` order.
+    """
+    if len(target_paths) != len(models) * len(target_sets) or len(train_paths) != len(models):
+        raise ValueError(
+            f"{len(train_paths)} train and {len(target_paths)} target feature files for "
+            f"{len(models)} models and target sets {list(target_sets)}"
+        )
+    record = load_json(lambda_path)
+    if not isinstance(record, dict) or "lambda" not in record:
+        raise ValueError(f"{lambda_path}: expected a JSON object with key 'lambda'")
+    lam = float(record["lambda"])
+    train, target, identities = load_method_features(train_paths, target_paths)
+    targets = load_target_sets(target_files, target_sets)
+    if target[0].shape[:2] != targets.x0hat.shape[:2]:
+        raise ValueError(
+            f"target features {target[0].shape} do not match the targets "
+            f"{targets.x0hat.shape[:2]} of {list(map(str, target_files))}"
+        )
+    log.info("scoring %s: %d models, lambda %g", method, len(models), lam)
+    scores = trak_scores(train, target, lam)
+    save_scores(
+        outputs,
+        scores,
+        targets.index(),
+        {
+            "method": method,
+            "sign": "positive = including the training example lowers f_t",
+            "grid": targets.grid.tolist(),
+            "lambda": lam,
+            "lambda_record": record,
+            "models": [
+                {"model_id": model_id, **identity}
+                for model_id, identity in zip(models, identities, strict=True)
+            ],
+            "shape": list(scores.shape),
+            "attribution": dict(attribution),
+            **dict(provenance),
+        },
+    )

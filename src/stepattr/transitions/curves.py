@@ -1,0 +1,228 @@
+"""Feature transitions: at which denoising step does a sample decide which class it shows?
+
+For every target and grid step t, N completions are sampled from the target's latent x_t
+(ancestral sampling t -> 0 with the original model) and classified by a feature detector.
+P(feature | x_t) is the fraction of completions that show the target's feature: the
+detector's class of the target's final x_0 for generated targets, the true label for
+validation targets. Each estimate carries a Wilson 95% interval.
+
+The steepest-rise interval of a curve is the pair of adjacent grid steps t_start > t_end
+(ordered from high t to low t, the sampling direction) with the largest increase
+P(t_end) - P(t_start); ties go to the earliest pair (highest t). The denoising steps inside
+it are those with t_end < t <= t_start; ``transition_step`` is the midpoint of the pair.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from stepattr.core.diffusion import Schedule, load_model, sample
+from stepattr.transitions.detectors import Detector
+
+#: Two-sided 95% standard normal quantile.
+Z95 = 1.959963984540054
+
+CURVE_COLUMNS = ["target_id", "step", "p", "ci_low", "ci_high", "n", "feature", "detector"]
+
+
+def wilson_interval(
+    successes: np.ndarray | int, n: np.ndarray | int, z: float = Z95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 and n)."""
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("Wilson interval needs 0 <= successes <= n and n > 0")
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def completion_generators(seed: int, target_id: int, step: int, n: int) -> list[torch.Generator]:
+    """One generator per completion, seeded by (seed, target, step, completion index).
+
+    A completion thus depends on nothing but its own coordinates: not on the batch it runs
+    in, nor on how many completions are drawn.
+    """
+    gens = []
+    for j in range(n):
+        state = np.random.SeedSequence([seed, target_id, step, j]).generate_state(2, np.uint32)
+        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
+    return gens
+
+
+def sample_completions(
+    unet: torch.nn.Module,
+    schedule: Schedule,
+    x_t: torch.Tensor,
+    step: int,
+    target_ids: Sequence[int],
+    n: int,
+    completion_steps: int,
+    seed: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """``n`` completions of each latent ``x_t`` (T, C, H, W) at ``step``: (T, n, C, H, W).
+
+    Ancestral sampling on ``schedule.inference_timesteps(completion_steps, start=step)``;
+    rows of all targets share batches of up to ``batch_size`` images.
+    """
+    if len(target_ids) != len(x_t):
+        raise ValueError(f"{len(target_ids)} target ids for {len(x_t)} latents")
+    timesteps = schedule.inference_timesteps(completion_steps, start=step)
+    starts = x_t.repeat_interleave(n, dim=0)
+    gens = [g for tid in target_ids for g in completion_generators(seed, int(tid), step, n)]
+    out = []
+    for lo in range(0, len(starts), batch_size):
+        x0, _ = sample(
+            unet, schedule, starts[lo : lo + batch_size], timesteps, gens[lo : lo + batch_size]
+        )
+        out.append(x0)
+    return torch.cat(out).reshape(len(x_t), n, *x_t.shape[1:])
+
+
+def target_features(
+    detector: Detector, x0: np.ndarray | torch.Tensor, labels: np.ndarray
+) -> np.ndarray:
+    """The feature of each target: its label where known (>= 0), else the detector's class of x0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    features = labels.copy()
+    unknown = labels < 0
+    if unknown.any():
+        features[unknown] = detector.classify(torch.as_tensor(np.asarray(x0))[unknown])
+    return features
+
+
+def completion_classes(
+    unet: torch.nn.Module,
+    schedule: Schedule,
+    x_t: np.ndarray,
+    grid: Sequence[int],
+    target_ids: Sequence[int],
+    detector: Detector,
+    n: int,
+    completion_steps: int,
+    seed: int,
+    batch_size: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """Detector class of every completion: int64 (targets, grid steps, n) from x_t (T, G, ...)."""
+    x_t = torch.as_tensor(np.asarray(x_t, dtype=np.float32))
+    classes = np.empty((x_t.shape[0], len(grid), n), dtype=np.int64)
+    for g, step in enumerate(tqdm(grid, desc="grid steps", disable=not progress)):
+        images = sample_completions(
+            unet, schedule, x_t[:, g], int(step), target_ids, n, completion_steps, seed, batch_size
+        )
+        flat = detector.classify(images.reshape(-1, *images.shape[2:]))
+        classes[:, g] = flat.reshape(x_t.shape[0], n)
+    return classes
+
+
+def curve_table(
+    classes: np.ndarray,
+    features: np.ndarray,
+    grid: Sequence[int],
+    target_ids: Sequence[int],
+    detector_name: str,
+) -> pd.DataFrame:
+    """P(feature | x_t) with Wilson 95% CIs, one row per (target, step), in input order."""
+    hits = (classes == np.asarray(features)[:, None, None]).sum(axis=2)
+    n = classes.shape[2]
+    low, high = wilson_interval(hits, np.full_like(hits, n))
+    T, G = hits.shape
+    return pd.DataFrame(
+        {
+            "target_id": np.repeat(np.asarray(target_ids, dtype=np.int64), G),
+            "step": np.tile(np.asarray(grid, dtype=np.int64), T),
+            "p": (hits / n).ravel(),
+            "ci_low": low.ravel(),
+            "ci_high": high.ravel(),
+            "n": n,
+            "feature": np.repeat(np.asarray(features, dtype=np.int64), G),
+            "detector": detector_name,
+        },
+        columns=CURVE_COLUMNS,
+    )
+
+
+def steepest_rise(steps: Sequence[int], p: Sequence[float]) -> tuple[int, int, float]:
+    """``(t_start, t_end, rise)`` of the steepest-rise interval (see the module docstring)."""
+    steps, p = np.asarray(steps), np.asarray(p, dtype=np.float64)
+    if len(steps) < 2 or len(steps) != len(p):
+        raise ValueError("a steepest-rise interval needs a curve of at least two grid steps")
+    order = np.argsort(-steps, kind="stable")
+    steps, p = steps[order], p[order]
+    rises = p[1:] - p[:-1]
+    i = int(np.argmax(rises))
+    return int(steps[i]), int(steps[i + 1]), float(rises[i])
+
+
+def interval_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per target: its steepest-rise interval and the probabilities at both ends."""
+    rows = []
+    for target_id, curve in curves.groupby("target_id", sort=False):
+        t_start, t_end, rise = steepest_rise(curve["step"], curve["p"])
+        p_at = dict(zip(curve["step"], curve["p"], strict=True))
+        rows.append(
+            {
+                "target_id": int(target_id),
+                "feature": int(curve["feature"].iloc[0]),
+                "detector": curve["detector"].iloc[0],
+                "t_start": t_start,
+                "t_end": t_end,
+                "p_start": p_at[t_start],
+                "p_end": p_at[t_end],
+                "rise": rise,
+                "transition_step": (t_start + t_end) / 2,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_targets(
+    path: str | os.PathLike, keys: Sequence[str] = ("x_t", "x0", "grid", "target_id", "label")
+) -> dict[str, np.ndarray]:
+    """Arrays of a target-set file (names the file if one is missing)."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = set(keys) - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: not a target-set file (missing {sorted(missing)})")
+        return {k: data[k] for k in keys}
+
+
+def feature_curves(
+    targets_path: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    detector: Detector,
+    cfg: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curves and steepest-rise intervals of one target set (``cfg``: the transitions section)."""
+    targets = load_targets(targets_path)
+    unet, schedule, _ = load_model(model_dir, device=device)
+    features = target_features(detector, targets["x0"], targets["label"])
+    classes = completion_classes(
+        unet,
+        schedule,
+        targets["x_t"],
+        targets["grid"].tolist(),
+        targets["target_id"].tolist(),
+        detector,
+        n=int(cfg["completions"]),
+        completion_steps=int(cfg["completion_steps"]),
+        seed=int(cfg["seed"]),
+        batch_size=int(cfg["batch_size"]),
+        progress=progress,
+    )
+    curves = curve_table(classes, features, targets["grid"], targets["target_id"], detector.name)
+    return curves, interval_table(curves)

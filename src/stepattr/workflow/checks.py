@@ -1,0 +1,112 @@
+"""Configuration checks that a JSON schema cannot express.
+
+The schema (config/schema.yaml, applied by Snakemake's ``validate()``) catches unknown keys and
+wrong types. :func:`check_config` then checks the relations between keys, so that a config
+that would fail hours into a run fails before any job starts, naming the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import torch
+import yaml
+
+from stepattr.core.diffusion import Schedule, build_unet, check_model_config
+from stepattr.figures.patches import check_figures_config
+from stepattr.trak.factored import plan_factors
+from stepattr.workflow.configs import load_config
+from stepattr.workflow.names import attribution_methods, attribution_projectors
+
+
+class ConfigError(ValueError):
+    """A configuration value the workflow cannot run with."""
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value cannot work."""
+    try:
+        check_model_config(cfg["model"], int(cfg["dataset"]["image_size"]))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    diff = cfg["diffusion"]
+    if diff["beta_start"] >= diff["beta_end"]:
+        raise ConfigError(
+            f"diffusion.beta_start = {diff['beta_start']} must be below "
+            f"diffusion.beta_end = {diff['beta_end']}"
+        )
+    steps = int(diff["num_train_timesteps"])
+    for i, t in enumerate(cfg["sampling"]["grid"]):
+        if not 0 <= t < steps:
+            raise ConfigError(
+                f"sampling.grid[{i}] = {t} is outside [0, {steps}) (diffusion.num_train_timesteps)"
+            )
+    n_inf = int(cfg["sampling"].get("inference_steps", steps))
+    if not 1 <= n_inf <= steps:
+        raise ConfigError(f"sampling.inference_steps = {n_inf} must lie in [1, {steps}]")
+    on_schedule = set(Schedule.from_config(diff).inference_timesteps(n_inf))
+    off = [t for t in cfg["sampling"]["grid"] if t not in on_schedule]
+    if off:
+        raise ConfigError(
+            f"sampling.grid steps {off} are not on the {n_inf}-step sampler's schedule "
+            f"(multiples of {steps // n_inf} up to {max(on_schedule)})"
+        )
+    alpha = cfg["subsets"]["alpha"]
+    if not 0 < alpha < 1:
+        raise ConfigError(f"subsets.alpha = {alpha} must lie in (0, 1)")
+    dataset = cfg["dataset"]
+    needs = {"cifar10": ("url", "md5"), "image_folder": ("path",)}
+    for key in needs.get(dataset["source"], ()):
+        if key not in dataset:
+            raise ConfigError(
+                f"dataset.{key} is required when dataset.source = {dataset['source']}"
+            )
+    check_attribution(cfg)
+    try:
+        check_figures_config(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    for i, pair in enumerate(cfg.get("counterfactual", {}).get("pairs", [])):
+        if pair["target"] >= cfg["sampling"]["num_targets"]:
+            raise ConfigError(
+                f"counterfactual.pairs[{i}].target = {pair['target']} must be below "
+                f"sampling.num_targets = {cfg['sampling']['num_targets']}"
+            )
+        if pair["step"] is not None and pair["step"] not in cfg["sampling"]["grid"]:
+            raise ConfigError(
+                f"counterfactual.pairs[{i}].step = {pair['step']} is not in sampling.grid"
+            )
+
+
+def check_attribution(cfg: Mapping[str, Any]) -> None:
+    """Projectors: distinct method names, and a proj_dim the factored layout can split.
+
+    The factored plan is made on a meta-device UNet of the config (no memory, no weights), so
+    a model it cannot cover or a too small ``attribution.proj_dim`` fails here, not in a job.
+    """
+    att = cfg["attribution"]
+    try:
+        attribution_methods(att)
+        if "factored" in attribution_projectors(att):
+            with torch.device("meta"):
+                unet = build_unet(cfg["model"], int(cfg["dataset"]["image_size"]), 1)
+            plan_factors(unet, int(att["proj_dim"]) * int(att.get("factored_expansion", 1)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def validate_file(config_path: str | Path, schema_path: str | Path) -> dict[str, Any]:
+    """Load a YAML config (an overlay on the config.yaml beside the schema), validate it against
+    the schema and :func:`check_config` (for tests)."""
+    cfg = load_config([config_path], default=Path(schema_path).parent / "config.yaml")
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    try:
+        jsonschema.validate(cfg, schema)
+    except jsonschema.ValidationError as err:
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{config_path}: {key}: {err.message}") from err
+    check_config(cfg)
+    return cfg

@@ -1,0 +1,243 @@
+"""Compute estimates of the workflow's heavy jobs, from measured throughputs and a config.
+
+One model serves two ends: the rules' ``runtime`` requests (``rules/common.smk``) and the cost
+table of a whole config (``python -m stepattr.workflow.cost --configfile config/cifar2.yaml``:
+job counts from a Snakemake dry run times the per-job estimate, in device-hours per rule).
+
+Work is counted in UNet "units": images x pixels x layers_per_block x the sum of the squared
+block widths, which tracks the UNet's multiply-adds across the configs here. The throughputs:
+
+- ``cpu``: measured on 2 CPU cores (one thread per job, mnist5k default UNet, 267k parameters):
+  training ~600 images/s; vmap per-example gradients ~1.5x a training image, the torch
+  projection ~40 GFLOP/s; factored featurization ~490 pairs/s (1.25x a training image). These
+  are rates of jobs sharing the 2 cores inside a run; one job alone trains ~1,000 images/s.
+  Shared-batch subset models (``kept`` = alpha of each batch) are counted at alpha of a step:
+  alone on a core, a step of 64 of 128 images took 0.56x a full step (scripts/benchmarks/
+  benchmark_training.py --batch-size 64 vs 128: 923 vs 1,027 images/s, ~15 ms per step
+  that does not shrink with the batch), and an 800-step subset model of the default config
+  took 70 s against 86 s estimated.
+- ``cuda``: measured on one H100 for the 35.7M CIFAR-10 UNet (docs/method.md): bf16 training 1,630
+  images/s (batch 128); vmap per-example gradients 157/s (10x a training image); fast_jl
+  projection at k = 4,096: 129 gradients/s (3e13 multiply-add x 2 per second); a hook-based
+  factored projection ~1,000 pairs/s (1.6x a training image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stepattr.workflow.dry_run import dry_run
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured rates of one device kind."""
+
+    train_units_per_s: float  # UNet units of forward+backward per second (training)
+    grad_factor: float  # cost of one per-example gradient (vmap) in training images
+    factored_factor: float  # cost of one factored featurization pair in training images
+    project_flops: float  # projection multiply-adds x 2 per second
+    measured_on: str
+
+
+THROUGHPUT = {
+    "cpu": Throughput(3.5e8, 1.5, 1.25, 4e10, "2 CPU cores (one thread per job)"),
+    "cuda": Throughput(7e11, 10.0, 1.6, 3e13, "one NVIDIA H100 (docs/method.md measurements)"),
+}
+FORWARD_FRACTION = 1 / 3  # a forward pass costs about a third of a training step's image
+
+
+def unet_work(cfg: Mapping[str, Any], images: float) -> float:
+    """UNet units of ``images`` forward+backward passes at the configured size and widths."""
+    m, size = cfg["model"], cfg["dataset"]["image_size"]
+    return images * size**2 * m["layers_per_block"] * sum(c * c for c in m["block_out_channels"])
+
+
+def num_unet_parameters(cfg: Mapping[str, Any]) -> int:
+    """Approximate parameters of the configured UNet, 60 (layers + 1) sum c^2: within ~10% for
+    the default 16x16 and the CIFAR-10 UNets (no torch import, for resource requests)."""
+    m = cfg["model"]
+    return 60 * (m["layers_per_block"] + 1) * sum(c * c for c in m["block_out_channels"])
+
+
+def train_size(cfg: Mapping[str, Any]) -> int:
+    """Training images: max_train, else mnist5k's 4,500, else CIFAR-10's 50,000 (an estimate
+    for image folders, whose size is known only once the data are prepared)."""
+    ds = cfg["dataset"]
+    return ds.get("max_train") or (4500 if ds["source"] == "mnist5k" else 50000)
+
+
+def train_seconds(cfg: Mapping[str, Any], steps: int, device: str, kept: float = 1.0) -> float:
+    """One training job of ``steps`` steps; ``kept``: fraction of each batch trained on
+    (shared-batch subset models keep about subsets.alpha of it)."""
+    images = steps * cfg["train"]["batch_size"] * kept
+    return unet_work(cfg, images) / THROUGHPUT[device].train_units_per_s
+
+
+def forward_seconds(cfg: Mapping[str, Any], passes: float, device: str) -> float:
+    """``passes`` UNet forward passes of one image (sampling, completions, f_t)."""
+    work = unet_work(cfg, passes) * FORWARD_FRACTION
+    return work / THROUGHPUT[device].train_units_per_s
+
+
+def featurize_seconds(
+    cfg: Mapping[str, Any], examples: int, draws: int, device: str, projector: str
+) -> float:
+    """Features of ``examples`` examples with ``draws`` (timestep, noise) draws each: dense
+    projectors pay per-example gradients plus one projection per example; factored pays a
+    hooked forward+backward per draw."""
+    rate = THROUGHPUT[device]
+    if projector == "factored":
+        return unet_work(cfg, examples * draws) * rate.factored_factor / rate.train_units_per_s
+    grads = unet_work(cfg, examples * draws) * rate.grad_factor / rate.train_units_per_s
+    project = examples * 2 * num_unet_parameters(cfg) * cfg["attribution"]["proj_dim"]
+    return grads + project / rate.project_flops
+
+
+def completion_passes(cfg: Mapping[str, Any], starts: list[int], completions: int) -> int:
+    """Forward passes of ``completions`` completions from each step in ``starts`` to 0."""
+    from stepattr.core.diffusion import Schedule
+
+    schedule = Schedule.from_config(cfg["diffusion"])
+    steps = cfg["transitions"]["completion_steps"]
+    return completions * sum(len(schedule.inference_timesteps(steps, start=t)) for t in starts)
+
+
+def set_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
+    return {
+        "generated": cfg["sampling"]["num_targets"],
+        "validation": cfg["sampling"]["num_validation"],
+    }
+
+
+def job_seconds(
+    cfg: Mapping[str, Any], rule: str, device: str, projector: str | None = None
+) -> float | None:
+    """Estimated seconds of one job of ``rule`` (the mean over its jobs where they differ);
+    None for rules too light to model (tables, figures, data preparation). ``projector``:
+    of a featurization job (default: the mean over the run's projectors)."""
+    if projector is None and rule in ("featurize_train", "featurize_targets"):
+        from stepattr.workflow.names import attribution_projectors
+
+        projectors = attribution_projectors(cfg["attribution"])
+        costs = [job_seconds(cfg, rule, device, name) for name in projectors]
+        return sum(costs) / len(costs)
+    att, sampling, cf = cfg["attribution"], cfg["sampling"], cfg["counterfactual"]
+    sets = set_sizes(cfg)
+    mean_set = sum(sets.values()) / max(1, sum(1 for n in sets.values() if n))
+    grid = len(sampling["grid"])
+    projector = projector or att["projector"]
+    cf_steps = cf["train_steps"] or cfg["train"]["steps"]
+    if rule == "train":
+        return train_seconds(cfg, cfg["train"]["steps"], device)
+    if rule == "retrain":
+        sub = cfg["subsets"]
+        kept = sub["alpha"] if sub.get("shared_batches", True) else 1.0
+        return train_seconds(cfg, sub["train_steps"], device, kept)
+    if rule == "retrain_removed":
+        return train_seconds(cfg, cf_steps, device)
+    if rule == "train_counterfactual_reference":
+        return train_seconds(cfg, cf_steps, device)
+    if rule == "featurize_train":
+        examples = -(-train_size(cfg) // att["shards"])
+        return featurize_seconds(cfg, examples, att["train_timesteps"], device, projector)
+    if rule == "featurize_targets":
+        examples = int(mean_set * grid)
+        return featurize_seconds(cfg, examples, att["target_resamples"], device, projector)
+    if rule == "patch_features":
+        fig = cfg["figures"]
+        patches = len(fig["patches"]) + (4 if fig["quadrants"] else 0)
+        examples = len(fig["patch_targets"]) * patches * len(fig["patch_steps"])
+        return featurize_seconds(cfg, examples, att["target_resamples"], device, projector)
+    if rule in ("sample_targets", "sample_preview"):
+        count = sampling["num_targets"] if rule == "sample_targets" else sampling["num_preview"]
+        return forward_seconds(cfg, count * sampling.get("inference_steps", 1000), device)
+    if rule == "feature_curves":
+        completions = cfg["transitions"]["completions"]
+        passes = mean_set * completion_passes(cfg, list(sampling["grid"]), completions)
+        return forward_seconds(cfg, passes, device)
+    if rule == "eval_subset_outputs":
+        resamples = cfg["lds"].get("target_resamples") or att["target_resamples"]
+        passes = sum(sets.values()) * (grid * resamples + cfg["lds"]["dtrak_draws"])
+        return forward_seconds(cfg, passes, device)
+    if rule == "counterfactual_eval":
+        # two completion modes per pair; pairs are spread over the evaluated models
+        starts = [sampling["grid"][0]]
+        return forward_seconds(cfg, 2 * completion_passes(cfg, starts, cf["completions"]), device)
+    return None
+
+
+JOB_STATS = re.compile(r"^job\s+count\s*$")
+
+
+def parse_job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of ``snakemake -n``."""
+    lines = dry_run_output.splitlines()
+    for i, line in enumerate(lines):
+        if JOB_STATS.match(line.strip()):
+            counts: dict[str, int] = {}
+            for row in lines[i + 2 :]:
+                parts = row.split()
+                if len(parts) != 2 or parts[0] == "total":
+                    break
+                counts[parts[0]] = int(parts[1])
+            return counts
+    raise ValueError("no 'Job stats' table in the dry-run output")
+
+
+def cost_table(cfg: Mapping[str, Any], counts: Mapping[str, int], device: str) -> list[dict]:
+    """Rows (rule, jobs, hours per job, hours) for every modelled rule, heaviest first."""
+    rows = []
+    for rule, jobs in counts.items():
+        seconds = job_seconds(cfg, rule, device)
+        if seconds is not None:
+            rows.append(
+                {"rule": rule, "jobs": jobs, "hours_per_job": seconds / 3600,
+                 "hours": jobs * seconds / 3600}
+            )  # fmt: skip
+    return sorted(rows, key=lambda row: -row["hours"])
+
+
+def markdown(rows: list[dict], device: str, configfile: str) -> str:
+    total = sum(row["hours"] for row in rows)
+    unit = "GPU-h" if device == "cuda" else "CPU-h"
+    lines = [
+        f"Estimated compute of `{configfile}` on {THROUGHPUT[device].measured_on} "
+        f"(rates: stepattr.workflow.cost; job counts: snakemake -n)",
+        "",
+        f"| rule | jobs | {unit} per job | {unit} |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['rule']} | {r['jobs']} | {r['hours_per_job']:.3g} | {r['hours']:.3g} |" for r in rows
+    ]
+    lines.append(f"| **total** | {sum(r['jobs'] for r in rows)} | | **{total:.3g}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the cost table of a config (runs ``snakemake -n`` in the working directory)."""
+    from stepattr.workflow.configs import load_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--configfile", required=True)
+    parser.add_argument("--device", choices=sorted(THROUGHPUT), default="cuda")
+    args = parser.parse_args(argv)
+    cfg = load_config([args.configfile])
+    try:
+        listing = dry_run(["--configfile", args.configfile])
+    except RuntimeError as err:
+        sys.stderr.write(f"{err}\n")
+        return 1
+    counts = parse_job_counts(listing)
+    sys.stdout.write(markdown(cost_table(cfg, counts, args.device), args.device, args.configfile))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
