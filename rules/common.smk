@@ -235,6 +235,11 @@ def ground_truth_resamples():
     return config["lds"]["target_resamples"] or config["attribution"]["target_resamples"]
 
 
+def subset_train_steps():
+    """Steps of a subset model: subsets.train_steps, else the full models' train.steps."""
+    return config["subsets"]["train_steps"] or config["train"]["steps"]
+
+
 def counterfactual_train_steps():
     """Steps of a retrained model: counterfactual.train_steps, else full_0's train.steps."""
     return config["counterfactual"]["train_steps"] or config["train"]["steps"]

@@ -136,7 +136,7 @@ rule lds:
         target_sets=TARGET_SETS,
         lds=config["lds"],
         resamples=ground_truth_resamples(),
-        subsets=config["subsets"],
+        subsets=config["subsets"] | {"train_steps": subset_train_steps()},
         seeds={k: config[k]["seed"] for k in ("train", "subsets", "sampling", "attribution", "lds")},
         provenance=config_provenance(),
     conda:
@@ -158,7 +158,7 @@ rule lds_figure:
         f"{LOGS}/lds_figure/lds.log",
     params:
         provenance=config_provenance(),
-        subsets=config["subsets"],
+        subsets=config["subsets"] | {"train_steps": subset_train_steps()},
     conda:
         "../envs/figures.yaml"
     threads: 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from tiny_models import TINY_UNET
 
-from stepattr.training.batched import BatchedDiffusionTrainer
 from stepattr.core.diffusion import Schedule
+from stepattr.training.batched import BatchedDiffusionTrainer
 from stepattr.training.train import DiffusionTrainer
 
 CPU = torch.device("cpu")
@@ -149,3 +151,27 @@ def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_th
         single_losses = pd.read_csv(tmp_path / "single" / f"subset_{j}_s0" / "loss.csv")
         assert list(losses["step"]) == list(single_losses["step"]) == [1, 2, 3, 4, 5]
         np.testing.assert_allclose(losses["loss"], single_losses["loss"], rtol=1e-4)
+
+
+def test_group_size_trains_subset_models_in_batched_jobs(run_snakemake, tmp_path):
+    """subsets.group_size 3 on the ci config: one retrain_group job per 3 subset rows writes
+    each model's folder, and no one-model retrain job is scheduled."""
+    out = tmp_path / "results"
+    args = ["--configfile", "config/ci.yaml", "--config", f"outdir={out}",
+            "subsets={group_size: 3}"]  # fmt: skip
+    dry = run_snakemake("-n", "--quiet", "rules", *args)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "retrain_group_s0_r0_2" in dry.stdout and "retrain_group_s0_r3_5" in dry.stdout
+    assert " retrain " not in dry.stdout.replace("\n", " ")
+    models = [f"{out}/models/subset_{j}_s0/model.safetensors" for j in range(3)]
+    proc = run_snakemake("--cores", "1", *args, "--", *models)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from stepattr.core.diffusion import load_model
+
+    infos = [load_model(Path(m).parent)[2]["info"] for m in models]
+    assert [i["subset_row"] for i in infos] == [0, 1, 2]
+    assert all(i["batched_group"] == ["subset_0_s0", "subset_1_s0", "subset_2_s0"] for i in infos)
+    assert (
+        infos[0]["steps"] == 20
+        and (out / "logs" / "retrain" / "retrain_group_s0_r0_2.log").exists()
+    )

@@ -19,10 +19,26 @@ def full_model_seed(wildcards):
     return config["train"]["seed"] + int(wildcards.i)
 
 
-def subset_model_seed(wildcards):
+def subset_seed(seed_index):
     from stepattr.training.subsets import subset_model_seed as seed_of
 
-    return seed_of(config["subsets"]["seed"], int(wildcards.s))
+    return seed_of(config["subsets"]["seed"], int(seed_index))
+
+
+def subset_model_seed(wildcards):
+    return subset_seed(wildcards.s)
+
+
+def subset_groups():
+    """(rule name, seed index, subset rows) of each batched retraining job: the subset models
+    of one seed index (they share their seed), subsets.group_size rows at a time."""
+    sub = config["subsets"]
+    rows, size = list(range(sub["count"] + sub["heldout"])), sub["group_size"]
+    return [
+        (f"retrain_group_s{s}_r{chunk[0]}_{chunk[-1]}", s, chunk)
+        for s in range(sub["seeds"])
+        for chunk in (rows[i : i + size] for i in range(0, len(rows), size))
+    ]
 
 
 def subset_row(wildcards):

@@ -138,7 +138,7 @@ def job_seconds(
     if rule == "retrain":
         sub = cfg["subsets"]
         kept = sub["alpha"] if sub.get("shared_batches", True) else 1.0
-        return train_seconds(cfg, sub["train_steps"], device, kept)
+        return train_seconds(cfg, sub["train_steps"] or cfg["train"]["steps"], device, kept)
     if rule == "retrain_removed":
         return train_seconds(cfg, cf_steps, device)
     if rule == "train_counterfactual_reference":
