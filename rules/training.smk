@@ -64,70 +64,30 @@ rule train:
         "../scripts/training/train.py"
 
 
-if config["subsets"]["group_size"] == 1:
-
-    use rule train as retrain with:
-        input:
-            train=f"{DATA}/train.npz",
-            manifest=f"{DATA}/manifest.json",
-            masks=f"{OUT}/subsets/masks.npy",
-        output:
-            **model_dir_files("subset_{j}_s{s}"),
-        wildcard_constraints:
-            j=r"\d+",
-            s=r"\d+",
-        log:
-            f"{LOGS}/retrain/subset_{{j}}_s{{s}}.log",
-        benchmark:
-            f"{BENCH}/retrain/subset_{{j}}_s{{s}}.tsv"
-        params:
-            model_id="subset_{j}_s{s}",
-            state=train_state("subset_{j}_s{s}"),
-            seed=subset_model_seed,
-            steps=subset_train_steps(),
-            subset_row=subset_row,
-        resources:
-            mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
-            runtime=by_attempt(job_runtime("retrain")),
-            gpu=gpu_resource(),
-
-else:
-    # G subset models of one seed per job (stepattr.training.batched); one rule per group,
-    # since a job's outputs (G model folders) cannot follow from one wildcard pattern.
-    for group, seed_index, rows in subset_groups():
-
-        rule:
-            name:
-                group
-            input:
-                train=f"{DATA}/train.npz",
-                manifest=f"{DATA}/manifest.json",
-                masks=f"{OUT}/subsets/masks.npy",
-            output:
-                [f"{MODELS}/subset_{j}_s{seed_index}/{name}" for j in rows for name in MODEL_FILES],
-            log:
-                f"{LOGS}/retrain/{group}.log",
-            benchmark:
-                f"{BENCH}/retrain/{group}.tsv"
-            params:
-                model_ids=[subset_model_id(j, seed_index) for j in rows],
-                subset_rows=list(rows),
-                state=train_state(group),
-                seed=subset_seed(seed_index),
-                steps=subset_train_steps(),
-                model=config["model"],
-                train=config["train"],
-                diffusion=config["diffusion"],
-                device=config["device"],
-            conda:
-                "../envs/torch.yaml"
-            threads: config["train"]["threads"]
-            resources:
-                mem_mb=by_attempt(len(rows) * torch_mem_mb(config["train"]["batch_size"])),
-                runtime=by_attempt(len(rows) * job_runtime("retrain")),
-                gpu=gpu_resource(),
-            script:
-                "../scripts/training/train_group.py"
+use rule train as retrain with:
+    input:
+        train=f"{DATA}/train.npz",
+        manifest=f"{DATA}/manifest.json",
+        masks=f"{OUT}/subsets/masks.npy",
+    output:
+        **model_dir_files("subset_{j}_s{s}"),
+    wildcard_constraints:
+        j=ONE_MODEL_ROWS,
+        s=r"\d+",
+    log:
+        f"{LOGS}/retrain/subset_{{j}}_s{{s}}.log",
+    benchmark:
+        f"{BENCH}/retrain/subset_{{j}}_s{{s}}.tsv"
+    params:
+        model_id="subset_{j}_s{s}",
+        state=train_state("subset_{j}_s{s}"),
+        seed=subset_model_seed,
+        steps=subset_train_steps(),
+        subset_row=subset_row,
+    resources:
+        mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
+        runtime=by_attempt(job_runtime("retrain")),
+        gpu=gpu_resource(),
 
 
 use rule train as retrain_removed with:
@@ -173,3 +133,42 @@ use rule train as train_counterfactual_reference with:
         mem_mb=by_attempt(torch_mem_mb(config["train"]["batch_size"])),
         runtime=by_attempt(job_runtime("retrain_removed")),
         gpu=gpu_resource(),
+
+
+# G subset models of one seed per job (stepattr.training.batched) where subsets.group_size > 1;
+# one rule per group, since a job's outputs (G model folders) cannot follow from one wildcard
+# pattern. None where group_size is 1, the default.
+for group, seed_index, rows in subset_groups():
+
+    rule:
+        name:
+            group
+        input:
+            train=f"{DATA}/train.npz",
+            manifest=f"{DATA}/manifest.json",
+            masks=f"{OUT}/subsets/masks.npy",
+        output:
+            [f"{MODELS}/subset_{j}_s{seed_index}/{name}" for j in rows for name in MODEL_FILES],
+        log:
+            f"{LOGS}/retrain/{group}.log",
+        benchmark:
+            f"{BENCH}/retrain/{group}.tsv"
+        params:
+            model_ids=[subset_model_id(j, seed_index) for j in rows],
+            subset_rows=list(rows),
+            state=train_state(group),
+            seed=subset_seed(seed_index),
+            steps=subset_train_steps(),
+            model=config["model"],
+            train=config["train"],
+            diffusion=config["diffusion"],
+            device=config["device"],
+        conda:
+            "../envs/torch.yaml"
+        threads: config["train"]["threads"]
+        resources:
+            mem_mb=by_attempt(len(rows) * torch_mem_mb(config["train"]["batch_size"])),
+            runtime=by_attempt(len(rows) * job_runtime("retrain")),
+            gpu=gpu_resource(),
+        script:
+            "../scripts/training/train_group.py"

@@ -44,7 +44,8 @@ def test_estimates_scale_with_the_config(default_cfg: dict) -> None:
     assert job_seconds(default_cfg, "train", "cuda") < one  # the GPU is faster
     # shared batches train on about alpha of each batch
     sub = default_cfg["subsets"]
-    expected = one * sub["train_steps"] / default_cfg["train"]["steps"] * sub["alpha"]
+    steps = sub["train_steps"] or default_cfg["train"]["steps"]  # null: the full models' recipe
+    expected = one * steps / default_cfg["train"]["steps"] * sub["alpha"]
     assert job_seconds(default_cfg, "retrain", "cpu") == pytest.approx(expected)
     dense = job_seconds(default_cfg, "featurize_train", "cpu", "rademacher")
     factored = job_seconds(default_cfg, "featurize_train", "cpu", "factored")

@@ -29,11 +29,18 @@ def subset_model_seed(wildcards):
     return subset_seed(wildcards.s)
 
 
+# rows of subset models trained one per job (by retrain): all where subsets.group_size is 1,
+# none otherwise (then the retrain_group_* jobs train them)
+ONE_MODEL_ROWS = r"\d+" if config["subsets"]["group_size"] == 1 else r"(?!)"
+
+
 def subset_groups():
-    """(rule name, seed index, subset rows) of each batched retraining job: the subset models
+    """(job name, seed index, subset rows) of each batched retraining job: the subset models
     of one seed index (they share their seed), subsets.group_size rows at a time."""
     sub = config["subsets"]
     rows, size = list(range(sub["count"] + sub["heldout"])), sub["group_size"]
+    if size == 1:
+        return []
     return [
         (f"retrain_group_s{s}_r{chunk[0]}_{chunk[-1]}", s, chunk)
         for s in range(sub["seeds"])
