@@ -19,7 +19,13 @@ from stepattr.workflow.checks import ConfigError, check_config, validate_file
 from stepattr.workflow.configs import load_config, typed_value
 from stepattr.workflow.names import DATASET_SOURCES, METHOD_OUTPUT_FUNCTIONS, REMOVAL_RULES
 
-CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar2.yaml", "config/cifar10.yaml"]
+CONFIGS = [
+    "config/config.yaml",
+    "config/ci.yaml",
+    "config/cifar2.yaml",
+    "config/cifar10.yaml",
+    "config/lds.yaml",
+]
 OVERLAYS = CONFIGS[1:]
 
 

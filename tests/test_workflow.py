@@ -8,7 +8,13 @@ import pytest
 
 from stepattr.workflow.configs import load_config
 
-CONFIGS = ["config/config.yaml", "config/ci.yaml", "config/cifar10.yaml", "config/cifar2.yaml"]
+CONFIGS = [
+    "config/config.yaml",
+    "config/ci.yaml",
+    "config/cifar10.yaml",
+    "config/cifar2.yaml",
+    "config/lds.yaml",
+]
 
 
 def test_lint_is_clean(run_snakemake) -> None:

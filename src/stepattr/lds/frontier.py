@@ -82,7 +82,7 @@ def frontier(
     )
     train, target, _ = load_method_features(
         [feats / m / "train.npy" for m in models],
-        [[feats / m / f"{s}.npy" for s in target_sets] for m in models],
+        [feats / m / f"{s}.npy" for m in models for s in target_sets],
     )
     paths = sorted(glob.glob(str(outdir / "lds" / "outputs" / "subset_*.npz")))
     rows, f, _ = load_subset_outputs(paths, [Path(p).stem for p in paths])
