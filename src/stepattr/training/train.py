@@ -364,6 +364,38 @@ def train_diffusion(
     return TrainResult(trainer, [loss_log.frame() for loss_log in logs], resumed_from)
 
 
+def _model_info(
+    model_id: str,
+    seed: int,
+    steps: int,
+    subset_row: int | None,
+    subset_size: int | None,
+    shared_batches: bool,
+    num_train_images: int,
+    manifest: str | os.PathLike,
+    train_cfg: Mapping[str, Any],
+    device: torch.device,
+    resumed_from: int,
+    ema: bool,
+) -> dict[str, Any]:
+    """The provenance block of a trained model's config.json."""
+    return {
+        "model_id": model_id,
+        "seed": int(seed),
+        "steps": int(steps),
+        "subset_row": subset_row,
+        "subset_size": subset_size,
+        "shared_batches": shared_batches,
+        "num_train_images": int(num_train_images),
+        "dataset_manifest_sha256": sha256_file(manifest),
+        "train": dict(train_cfg),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "resumed_from_step": resumed_from,
+        "ema": ema,
+    }
+
+
 def _save_trained(
     out_dir: str | os.PathLike,
     model: torch.nn.Module,
@@ -420,21 +452,11 @@ def train_and_save(
         seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
         progress=progress,
     )  # fmt: skip
-    info = {
-        "model_id": model_id,
-        "seed": int(seed),
-        "steps": int(steps),
-        "subset_row": subset_row,
-        "subset_size": subset_size,
-        "shared_batches": keep is not None,
-        "num_train_images": subset_size if subset_size is not None else len(images),
-        "dataset_manifest_sha256": sha256_file(manifest),
-        "train": dict(train_cfg),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "resumed_from_step": result.resumed_from,
-        "ema": result.trainer.ema is not None,
-    }
+    info = _model_info(
+        model_id, seed, steps, subset_row, subset_size, keep is not None,
+        subset_size if subset_size is not None else len(images), manifest, train_cfg, device,
+        result.resumed_from, result.trainer.ema is not None,
+    )  # fmt: skip
     _save_trained(
         out_dir, result.trainer.final_model(), result.losses, model_cfg, schedule,
         images.shape[1:3], info,
@@ -478,22 +500,10 @@ def train_group_and_save(
     for g, (out_dir, model_id, row) in enumerate(
         zip(out_dirs, model_ids, subset_rows, strict=True)
     ):
-        info = {
-            "model_id": model_id,
-            "seed": int(seed),
-            "steps": int(steps),
-            "subset_row": int(row),
-            "subset_size": int(keep[g].sum()),
-            "shared_batches": True,
-            "batched_group": [str(m) for m in model_ids],
-            "num_train_images": int(keep[g].sum()),
-            "dataset_manifest_sha256": sha256_file(manifest),
-            "train": dict(train_cfg),
-            "device": str(device),
-            "torch_threads": torch.get_num_threads(),
-            "resumed_from_step": result.resumed_from,
-            "ema": trainer.use_ema,
-        }
+        info = _model_info(
+            model_id, seed, steps, int(row), int(keep[g].sum()), True, int(keep[g].sum()),
+            manifest, train_cfg, device, result.resumed_from, trainer.use_ema,
+        ) | {"batched_group": [str(m) for m in model_ids]}  # fmt: skip
         _save_trained(
             out_dir, trainer.model(g), result.loss_frames[g], model_cfg, schedule,
             images.shape[1:3], info,
