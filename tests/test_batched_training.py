@@ -175,3 +175,21 @@ def test_group_size_trains_subset_models_in_batched_jobs(run_snakemake, tmp_path
         infos[0]["steps"] == 20
         and (out / "logs" / "retrain" / "retrain_group_s0_r0_2.log").exists()
     )
+
+
+def test_subset_group_benchmark_runs_on_an_overlay_config(tmp_path):
+    """benchmark_training.py --subset-groups reads an overlay through the default config
+    and records one row per G with its speed-up over one model per job."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmarks/benchmark_training.py", "--config", "config/ci.yaml",
+         "--device", "cpu", "--steps", "1", "--warmup", "0", "--subset-groups", "2",
+         "--out", str(tmp_path)],
+        cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "subset_training.csv")
+    assert list(rows["group_size"]) == [1, 2] and rows["speedup_wall"].iloc[0] == 1.0

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, resolve_device
 from stepattr.core.io import save_csv, save_json
 from stepattr.core.outputs import output_value, train_draws
 from stepattr.trak.features import make_featurizer, train_features
+from stepattr.workflow.configs import load_config
 
 
 def synchronize(device: torch.device) -> None:
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
 
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = load_config([args.config])  # the default, then the overlay
     att = cfg["attribution"]
     settings = {
         "proj_dim": args.proj_dim or int(att["proj_dim"]),

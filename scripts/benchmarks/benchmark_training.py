@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from stepattr.core.diffusion import Schedule, resolve_device, sample
 from stepattr.core.images import to_model_space
 from stepattr.core.io import save_csv, save_json
 from stepattr.training.train import DiffusionTrainer, use_compile
+from stepattr.workflow.configs import load_config
 
 
 def synchronize(device: torch.device) -> None:
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
 
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = load_config([args.config])  # the default, then the overlay
     train_cfg = dict(cfg["train"])
     if args.batch_size:
         train_cfg["batch_size"] = args.batch_size
