@@ -24,7 +24,7 @@ from torch.func import functional_call, vmap
 
 from stepattr.core.diffusion import Schedule, add_noise, build_unet
 from stepattr.core.seeds import MODEL_INIT, TRAIN_STEP, derive_seed
-from stepattr.training.train import BatchOrder, ema_decay_at
+from stepattr.training.train import BatchOrder, ema_decay_at, warmup_learning_rate
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, which DiffusionTrainer uses
 ADAM_EPS = 1e-8
@@ -92,9 +92,7 @@ class BatchedDiffusionTrainer:
         self._losses = vmap(loss_of, randomness="different")
 
     def learning_rate(self, step: int) -> float:
-        """Linear warmup, then constant (as :meth:`DiffusionTrainer.learning_rate`)."""
-        lr, warmup = float(self.cfg["lr"]), int(self.cfg["warmup_steps"])
-        return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+        return warmup_learning_rate(self.cfg, step)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions (G, L) into the batch of each model's kept examples, padded, and their

@@ -95,6 +95,12 @@ def ema_decay_at(decay: float, step: int) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
+def warmup_learning_rate(train_cfg: Mapping[str, Any], step: int) -> float:
+    """Linear warmup from lr / warmup_steps to lr over ``warmup_steps``, then constant."""
+    lr, warmup = float(train_cfg["lr"]), int(train_cfg["warmup_steps"])
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
 def use_compile(setting: str | bool, device: torch.device) -> bool:
     """``auto`` compiles on CUDA only (on CPU compilation costs more than it saves here)."""
     if setting == "auto":
@@ -146,9 +152,7 @@ class DiffusionTrainer:
         self.step = 0
 
     def learning_rate(self, step: int) -> float:
-        """Linear warmup from lr / warmup_steps to lr over ``warmup_steps``, then constant."""
-        lr, warmup = float(self.cfg["lr"]), int(self.cfg["warmup_steps"])
-        return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+        return warmup_learning_rate(self.cfg, step)
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns the batch loss (detached, on the device, unsynchronised)."""
