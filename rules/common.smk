@@ -65,6 +65,7 @@ def all_outputs():
         + training_outputs()
         + targets_outputs()
         + featurize_outputs()
+        + influence_outputs()
         + classifier_outputs()
         + lds_outputs()
         + counterfactual_outputs()

@@ -91,7 +91,7 @@ rule patch_features:
         features=f"{FEATURES}/{{method}}/{{model_id}}/patches.npy",
         info=f"{FEATURES}/{{method}}/{{model_id}}/patches.json",
     wildcard_constraints:
-        method=figures_method(),
+        method=patch_method(),
         model_id=r"full_\d+",
     log:
         f"{LOGS}/patch_features/{{method}}/{{model_id}}.log",
@@ -121,11 +121,11 @@ rule patch_scores:
     output:
         **patch_score_files(),
     log:
-        f"{LOGS}/patch_scores/{figures_method()}.log",
+        f"{LOGS}/patch_scores/{patch_method()}.log",
     benchmark:
-        f"{BENCH}/patch_scores/{figures_method()}.tsv"
+        f"{BENCH}/patch_scores/{patch_method()}.tsv"
     params:
-        method=figures_method(),
+        method=patch_method(),
         models=full_model_ids(),
         target_sets=TARGET_SETS,
         figures=config["figures"],

@@ -127,6 +127,8 @@ rule lds:
         md=f"{TABLES}/lds.md",
         dtrak_csv=report(f"{TABLES}/lds_dtrak.csv", caption="../report/lds_dtrak_table.rst", category="LDS"),
         dtrak_md=f"{TABLES}/lds_dtrak.md",
+        paired_csv=report(f"{TABLES}/lds_paired.csv", caption="../report/lds_paired_table.rst", category="LDS"),
+        paired_md=f"{TABLES}/lds_paired.md",
     log:
         f"{LOGS}/lds/lds.log",
     benchmark:
@@ -134,6 +136,7 @@ rule lds:
     params:
         scored_models=subset_model_ids("scored"),
         target_sets=TARGET_SETS,
+        reference=loss_method(),
         lds=config["lds"],
         resamples=ground_truth_resamples(),
         subsets=config["subsets"] | {"train_steps": subset_train_steps()},

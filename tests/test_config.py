@@ -17,7 +17,12 @@ import yaml
 
 from stepattr.workflow.checks import ConfigError, check_config, validate_file
 from stepattr.workflow.configs import load_config, typed_value
-from stepattr.workflow.names import DATASET_SOURCES, METHOD_OUTPUT_FUNCTIONS, REMOVAL_RULES
+from stepattr.workflow.names import (
+    DATASET_SOURCES,
+    INFLUENCE_VARIANTS,
+    METHOD_OUTPUT_FUNCTIONS,
+    REMOVAL_RULES,
+)
 
 CONFIGS = [
     "config/config.yaml",
@@ -76,6 +81,7 @@ def test_closed_lists_match_the_schema(repo: Path) -> None:
     assert rules == list(REMOVAL_RULES)
     functions = props["attribution"]["properties"]["output_functions"]["items"]["enum"]
     assert functions == list(METHOD_OUTPUT_FUNCTIONS.values())
+    assert props["influence"]["properties"]["methods"]["items"]["enum"] == list(INFLUENCE_VARIANTS)
 
 
 def test_nested_config_override_keeps_its_type(run_snakemake, tmp_path: Path) -> None:

@@ -51,6 +51,12 @@ def test_estimates_scale_with_the_config(default_cfg: dict) -> None:
     factored = job_seconds(default_cfg, "featurize_train", "cpu", "factored")
     assert factored < dense
     assert job_seconds(default_cfg, "lds", "cpu") is None  # light rules are not modelled
+    fit = job_seconds(default_cfg, "fit_influence_factors", "cpu")
+    half = {**default_cfg, "influence": {**default_cfg["influence"], "fit_examples": 2250}}
+    assert job_seconds(half, "fit_influence_factors", "cpu") == pytest.approx(fit / 2)
+    scoring = job_seconds(default_cfg, "influence_model_scores", "cpu")
+    fewer = {**default_cfg, "influence": {**default_cfg["influence"], "dampings": [1.0]}}
+    assert 0 < job_seconds(fewer, "influence_model_scores", "cpu") < scoring
 
 
 def test_cost_table_multiplies_job_counts(default_cfg: dict) -> None:

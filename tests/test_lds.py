@@ -32,12 +32,13 @@ from stepattr.lds.ground_truth import load_subset_outputs
 from stepattr.lds.jobs import (
     baseline_scores,
     choose_lambda,
-    default_lambda,
+    default_choice,
     lds_frames,
     select_lambda_job,
 )
 from stepattr.lds.metric import (
     bootstrap_lds,
+    bootstrap_lds_difference,
     lds_per_target,
     predicted_outputs,
     select_lambda,
@@ -362,7 +363,7 @@ def test_choose_lambda_recovers_the_lambda_that_generated_the_outputs():
     assert record["lambda"] == 3.0
     assert [r["lambda"] for r in record["heldout_lds"]] == [0.01, 3.0, 300.0]
     assert record["heldout_lds"][1]["lds"] == pytest.approx(1.0)
-    assert default_lambda([0.5, 1.0])["lambda"] == 0.5
+    assert default_choice("lambda", "attribution.lambdas", [0.5, 1.0])["lambda"] == 0.5
 
 
 def test_baselines_to_tables_through_files(tmp_path):
@@ -399,7 +400,7 @@ def test_baselines_to_tables_through_files(tmp_path):
     masks = rng.random((6, n)) < 0.5
     pixel = np.load(dirs["pixel"] / "scores.npy")
     f = -(pixel.astype(np.float64) @ masks.T)  # ground truth that pixel similarity predicts
-    steps, whole, labels = lds_frames(dirs, targets, masks, f, f.mean(axis=1), 100, 0, 0.95)
+    steps, whole, _, labels = lds_frames(dirs, targets, masks, f, f.mean(axis=1), 100, 0, 0.95)
     assert set(labels) == {"random", "pixel"}
     assert (steps[steps["method"] == "pixel"]["lds"] == 1.0).all()
     assert len(whole) == 2 and whole.loc[whole["method"] == "pixel", "lds"].item() == 1.0
@@ -509,3 +510,23 @@ def test_select_lambda_and_graddot_read_train_features_memory_mapped(
         assert len(features) == 2, job
         assert all(isinstance(phi, np.memmap) for phi in features), job
     assert set(seen) == {"select_lambda", "graddot"}
+
+
+def test_paired_difference_cancels_the_noise_both_methods_share():
+    """Two methods that differ by a small, consistent margin: the paired CI of the difference
+    is far narrower than either method's own CI, excludes 0, and its point is the difference
+    of the LDS; a method against itself gives exactly 0."""
+    rng = np.random.default_rng(4)
+    m, subsets = 20, 16
+    actual = rng.normal(size=(m, subsets))
+    shared = rng.normal(size=(m, subsets))
+    better = actual + 1.2 * shared
+    worse = actual + 1.5 * shared
+    diff = bootstrap_lds_difference(better, worse, actual, 400, 0)
+    own = bootstrap_lds(better, actual, 400, 0)
+    rho = lambda p: spearman_rows(p, actual).mean()  # noqa: E731
+    assert diff.difference == pytest.approx(rho(better) - rho(worse))
+    assert diff.ci_low > 0
+    assert diff.ci_high - diff.ci_low < 0.5 * (own.ci_high - own.ci_low)
+    same = bootstrap_lds_difference(better, better, actual, 50, 0)
+    assert (same.difference, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)

@@ -55,8 +55,14 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
         assert np.isfinite(scores).all()
         index = pd.read_csv(ci_run / f"scores/{method}/index.csv")
         assert len(index) == n_targets
+    for method in ("ekfac", "kfac", "ekfac_sqnorm", "kfac_sqnorm"):
+        scores = np.load(ci_run / f"scores/{method}/scores.npy", mmap_mode="r")
+        assert scores.shape == (n_targets, len(grid), n_train) and np.isfinite(scores).all()
     lds = pd.read_csv(ci_run / "tables/lds.csv")
-    assert {"trak", "dtrak", "pixel", "random"} <= set(lds["method"])
+    assert {"trak", "dtrak", "ekfac", "kfac", "pixel", "random"} <= set(lds["method"])
+    paired = pd.read_csv(ci_run / "tables/lds_paired.csv")
+    assert set(paired["reference"]) == {"trak"} and "ekfac" in set(paired["method"])
+    assert len(paired) == (len(set(lds["method"])) - 1) * len(set(lds["target_set"])) * len(grid)
     for name in ("lds.png", "influencers.png", "transitions.png", "counterfactual.png"):
         assert (ci_run / "figures" / name).stat().st_size > 0, name
     again = run_snakemake(

@@ -14,6 +14,13 @@ def figures_method():
     return config["figures"]["method"] or loss_method()
 
 
+def patch_method():
+    """The TRAK method of the patch attribution (it needs projected features): figures.method
+    where that is a TRAK method, else TRAK with the loss output function."""
+    method = figures_method()
+    return method if method in attribution_methods() else loss_method()
+
+
 def figures_scores():
     """scores.npy, index.csv and meta.json of figures_method(), by name."""
     return score_files(figures_method())
@@ -27,7 +34,7 @@ def influencer_figure_files(kind):
 
 def patch_score_files():
     """Scores of the patch targets' patches, with their index and meta, by name."""
-    return score_files(f"{figures_method()}/patches")
+    return score_files(f"{patch_method()}/patches")
 
 
 def patch_features_runtime():
@@ -37,7 +44,7 @@ def patch_features_runtime():
 
 def patch_score_inputs(wildcards):
     """Every full model's train and patch features (model order), lambda and the targets."""
-    method = figures_method()
+    method = patch_method()
     train = method_features(method)["train_features"]
     patches = [f"{FEATURES}/{method}/{m}/patches.npy" for m in full_model_ids()]
     return {

@@ -11,6 +11,8 @@ def lds_outputs():
         f"{TABLES}/lds.md",
         f"{TABLES}/lds_dtrak.csv",
         f"{TABLES}/lds_dtrak.md",
+        f"{TABLES}/lds_paired.csv",
+        f"{TABLES}/lds_paired.md",
         f"{FIGURES}/lds.png",
     ]
 
@@ -25,7 +27,7 @@ def baseline_methods():
 
 
 def lds_methods():
-    return attribution_methods() + baseline_methods()
+    return attribution_methods() + influence_methods() + baseline_methods()
 
 
 def select_lambda_inputs(wildcards):

@@ -161,6 +161,58 @@ def run_forward_backward(cfg: dict, settings: dict) -> dict[str, Any]:
     }
 
 
+def run_influence(cfg: dict, settings: dict) -> list[dict[str, Any]]:
+    """K-FAC / EK-FAC (stepattr.influence): fitting (two hooked passes over the examples'
+    draws) and scoring (rotated gradients of the same examples against the config's number of
+    target-step queries, for every (variant, damping) of ``influence``), timed apart."""
+    from stepattr.influence.kfac import (
+        RotatedGradients,
+        fit_bases,
+        inverse_weights,
+        kronecker_layers,
+        stream_scores,
+    )
+
+    unet, images, device = setup(cfg, settings)
+    alphas = Schedule.from_config(cfg["diffusion"]).alphas_cumprod
+    layers, uncovered = kronecker_layers(unet)
+    batch, draws, indices = settings["batch_size"], settings["draws"], list(range(len(images)))
+    rss_before = peak_memory_mb(device)
+    synchronize(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    bases = fit_bases(unet, layers, images, indices, draws, 0, alphas, batch)
+    synchronize(device)
+    fit = {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "peak_mem_mb": peak_memory_mb(device),
+        "mem_before_mb": rss_before,
+    }
+    rotated = RotatedGradients(
+        unet, settings["output_function"], alphas, layers, bases, uncovered,
+        settings["draws_per_pass"],
+    )  # fmt: skip
+    inf, sampling = cfg["influence"], cfg["sampling"]
+    num_queries = (sampling["num_targets"] + sampling["num_validation"]) * len(sampling["grid"])
+    queries = torch.randn(num_queries, rotated.dim, generator=torch.Generator().manual_seed(1))
+    weights = inverse_weights(bases, [(v, d) for v in inf["methods"] for d in inf["dampings"]])
+    synchronize(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    stream_scores(rotated, queries, weights, images, indices, draws, 0, 1000, batch)
+    synchronize(device)
+    score = {  # the process's peak: at least the fit's
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "peak_mem_mb": peak_memory_mb(device),
+        "mem_before_mb": rss_before,
+    }
+    described = f"{len(weights)} (variant, damping) x {num_queries} queries"
+    return [
+        {**fit, "mode": "influence_fit", "projector": "kfac+ekfac factors", "dim": rotated.dim},
+        {**score, "mode": "influence_score", "projector": described, "dim": rotated.dim},
+    ]
+
+
 def run_isolated(fn, *args) -> dict[str, Any]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
@@ -185,6 +237,9 @@ def main() -> None:
     parser.add_argument("--output-function", default="loss", choices=["loss", "square_norm"])
     parser.add_argument("--device", help="default: the config's device")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--influence", action="store_true", help="also time K-FAC / EK-FAC fitting and scoring"
+    )
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
 
@@ -224,6 +279,9 @@ def main() -> None:
     }
     results = [run_isolated(run_forward_backward, cfg, settings)]
     results += [run_isolated(run_featurize, cfg, settings, name) for name in args.projectors]
+    if args.influence:
+        for row in run_isolated(run_influence, cfg, settings):
+            results.append({"project_share": None, **row})
     records = []
     for result in results:
         record = {**common, **result}

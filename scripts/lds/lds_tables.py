@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 from stepattr.core.io import load_json, save_csv, save_text  # noqa: E402
 from stepattr.lds.ground_truth import load_subset_outputs  # noqa: E402
 from stepattr.lds.jobs import lds_frames  # noqa: E402
-from stepattr.lds.tables import lds_header, lds_markdown  # noqa: E402
+from stepattr.lds.tables import lds_header, lds_markdown, paired_markdown  # noqa: E402
 from stepattr.targets.sets import load_target_sets  # noqa: E402
 from stepattr.training.subsets import load_masks  # noqa: E402
 
@@ -18,15 +18,19 @@ rows, f, dtrak = load_subset_outputs(smk.input.outputs, smk.params.scored_models
 masks = load_masks(smk.input.masks, rows)
 cfg = smk.params.lds
 score_dirs = {Path(p).parent.name: Path(p).parent for p in smk.input.scores if p.endswith(".npy")}
-steps, whole, labels = lds_frames(
-    score_dirs, targets, masks, f, dtrak, cfg["bootstrap"], cfg["seed"], cfg["ci_level"]
-)
+steps, whole, paired, labels = lds_frames(
+    score_dirs, targets, masks, f, dtrak, cfg["bootstrap"], cfg["seed"], cfg["ci_level"],
+    reference=smk.params.reference,
+)  # fmt: skip
 lambdas = {}
 for method, directory in score_dirs.items():
     meta = load_json(f"{directory}/meta.json")
-    if meta.get("lambda") is not None:
-        edge = meta.get("lambda_record", {}).get("grid_edge")
-        lambdas[method] = f"{meta['lambda']:g}" + (f" ({edge} of the grid)" if edge else "")
+    for key, unit in (("lambda", ""), ("damping", " x mean eigenvalue")):
+        if meta.get(key) is not None:
+            edge = meta.get(f"{key}_record", {}).get("grid_edge")
+            lambdas[method] = f"{key} {meta[key]:g}{unit}" + (
+                f" ({edge} of the grid)" if edge else ""
+            )
 header = lds_header(
     smk.params.provenance,
     smk.params.seeds,
@@ -41,7 +45,7 @@ header = lds_header(
         f"{Path(smk.input.scores[0]).parent.parent}/<method>/scores.npy",
     ],
 )
-for frame in (steps, whole):
+for frame in (steps, whole, paired):
     frame.insert(1, "label", frame["method"].map(labels))
 print(steps.to_string())
 print(whole.to_string())
@@ -52,4 +56,6 @@ dtrak_header = header + [
     "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
     "timesteps; prediction = each method's scores averaged over the grid steps"
 ]
+save_csv(smk.output.paired_csv, paired)
+save_text(smk.output.paired_md, paired_markdown(paired, header, labels))
 save_text(smk.output.dtrak_md, lds_markdown(whole, "LDS, D-TRAK protocol", dtrak_header, labels))

@@ -5,11 +5,11 @@ from stepattr.workflow.script import start
 smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
 from stepattr.core.io import save_json  # noqa: E402
-from stepattr.lds.jobs import default_lambda, select_lambda_job  # noqa: E402
+from stepattr.lds.jobs import default_choice, select_lambda_job  # noqa: E402
 
 lambdas = [float(lam) for lam in smk.params.lambdas]
 if not smk.params.heldout_models:
-    record = default_lambda(lambdas)
+    record = default_choice("lambda", "attribution.lambdas", lambdas)
 else:
     record = select_lambda_job(
         lambdas,

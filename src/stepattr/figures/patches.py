@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from stepattr.trak.features import Featurizer, target_features
-from stepattr.workflow.names import attribution_methods
+from stepattr.workflow.names import attribution_methods, influence_methods
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -86,10 +86,11 @@ def check_figures_config(cfg: Mapping[str, Any]) -> None:
             "figures.patch_targets is set but there are no patches "
             "(figures.patches is empty and figures.quadrants is false)"
         )
-    methods = attribution_methods(cfg["attribution"])
+    methods = attribution_methods(cfg["attribution"]) + influence_methods(cfg)
     if fig["method"] is not None and fig["method"] not in methods:
         raise ValueError(
-            f"figures.method = {fig['method']!r} is not a TRAK method of this run {methods}"
+            f"figures.method = {fig['method']!r} is not a TRAK or influence method of this "
+            f"run {methods}"
         )
 
 

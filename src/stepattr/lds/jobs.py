@@ -19,7 +19,7 @@ from stepattr.core.images import load_split, to_model_space
 from stepattr.lds import baselines
 from stepattr.lds.ground_truth import load_subset_outputs
 from stepattr.lds.metric import select_lambda
-from stepattr.lds.tables import dtrak_lds_rows, step_lds_rows
+from stepattr.lds.tables import dtrak_lds_rows, paired_lds_rows, step_lds_rows
 from stepattr.targets.sets import TargetSets
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
@@ -77,9 +77,8 @@ def select_lambda_job(
     the subset matrix and the held-out subset models' outputs (:mod:`stepattr.lds.ground_truth`).
     """
     train, target, _ = load_method_features(*feature_paths)
-    masks_path, output_paths = subset_paths
-    rows, losses, _ = load_subset_outputs(output_paths, heldout_models)
-    return choose_lambda(lambdas, train, target, load_masks(masks_path, rows), losses, rows)
+    masks, losses, rows = heldout_data(*subset_paths, heldout_models)
+    return choose_lambda(lambdas, train, target, masks, losses, rows)
 
 
 def choose_lambda(
@@ -96,19 +95,37 @@ def choose_lambda(
     """
     lams = [float(lam) for lam in lambdas]
     all_scores = trak_scores_multi(list(train_features), list(target_features), lams)
-    chosen, per_lambda = select_lambda(lams, lambda lam: all_scores[lams.index(lam)], masks, losses)
-    edge = grid_edge(chosen, lams)
+    return heldout_choice(
+        "lambda", "attribution.lambdas", lams, lambda lam: all_scores[lams.index(lam)],
+        masks, losses, rows,
+    )  # fmt: skip
+
+
+def heldout_choice(
+    key: str,
+    config_key: str,
+    values: Sequence[float],
+    scores_for: Callable[[float], np.ndarray],
+    masks: np.ndarray,
+    losses: np.ndarray,
+    rows: Sequence[int],
+) -> dict[str, Any]:
+    """The record of a tuning choice (TRAK's lambda, influence's damping): the value of
+    ``config_key`` whose scores ``scores_for(value)`` (m, G, n) give the best mean LDS over
+    steps on the held-out subsets (``masks``, ``losses`` (m, G, M), subset ``rows``)."""
+    chosen, per_value = select_lambda(list(values), scores_for, masks, losses)
+    edge = grid_edge(chosen, list(values))
     if edge:
         print(
-            f"WARNING: lambda {chosen:g} is the {edge} value offered (attribution.lambdas); "
+            f"WARNING: {key} {chosen:g} is the {edge} value offered ({config_key}); "
             "the best value may lie beyond the grid: widen it"
         )
     return {
-        "lambda": chosen,
+        key: chosen,
         "grid_edge": edge,
         "criterion": "held-out LDS: Spearman(masks @ scores, -f_t) per target, mean over "
-        "targets, then over grid steps; ties go to the smaller lambda",
-        "heldout_lds": [{"lambda": lam, "lds": value} for lam, value in per_lambda.items()],
+        f"targets, then over grid steps; ties go to the smaller {key}",
+        "heldout_lds": [{key: value, "lds": lds} for value, lds in per_value.items()],
         "heldout_rows": [int(r) for r in rows],
     }
 
@@ -122,15 +139,25 @@ def grid_edge(chosen: float, lambdas: Sequence[float]) -> str | None:
     return "largest" if chosen == max(lambdas) else None
 
 
-def default_lambda(lambdas: Sequence[float]) -> dict[str, Any]:
-    """The ``lambda.json`` record when there are no held-out subsets (subsets.heldout = 0)."""
+def default_choice(key: str, config_key: str, values: Sequence[float]) -> dict[str, Any]:
+    """The record when there are no held-out subsets (subsets.heldout = 0): the first value."""
     return {
-        "lambda": float(lambdas[0]),
-        "criterion": "none: subsets.heldout = 0, so attribution.lambdas[0] is used unchosen",
+        key: float(values[0]),
+        "criterion": f"none: subsets.heldout = 0, so {config_key}[0] is used unchosen",
         "grid_edge": None,
         "heldout_lds": [],
         "heldout_rows": [],
     }
+
+
+def heldout_data(
+    masks_path: str | os.PathLike,
+    output_paths: Sequence[str | os.PathLike],
+    heldout_models: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The held-out subsets' masks, f_t (m, G, M) and rows: all a tuning choice may read."""
+    rows, losses, _ = load_subset_outputs(output_paths, heldout_models)
+    return load_masks(masks_path, rows), losses, list(rows)
 
 
 def baseline_scores(
@@ -184,18 +211,30 @@ def lds_frames(
     n_boot: int,
     seed: int,
     level: float,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """Per-step and D-TRAK-protocol LDS rows of every method, and each method's row label.
+    reference: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Per-step, D-TRAK-protocol and paired LDS rows of every method, and each row label.
 
     ``masks`` are the scored subsets' rows, ``f`` (m, G, M) and ``dtrak`` (m, M) their outputs.
+    The paired rows are each other method's per-step LDS minus that of ``reference`` (none
+    where it is None or not among the methods).
     """
-    steps, whole, labels = [], [], {}
+    steps, whole, paired, labels = [], [], [], {}
+    scores_of = {}
     for method, directory in score_dirs.items():
         scores, meta = load_method_scores(directory, targets)
+        scores_of[method] = scores
         labels[method] = method_label(method, meta)
         args = (masks, f, targets.grid, targets.target_set, n_boot, seed, level)
         steps += step_lds_rows(method, scores, *args)
         whole += dtrak_lds_rows(
             method, scores, masks, dtrak, targets.target_set, n_boot, seed, level
         )
-    return pd.DataFrame(steps), pd.DataFrame(whole), labels
+    if reference in scores_of:
+        for method, scores in scores_of.items():
+            if method != reference:
+                paired += paired_lds_rows(
+                    method, reference, scores, scores_of[reference], masks, f, targets.grid,
+                    targets.target_set, n_boot, seed, level,
+                )  # fmt: skip
+    return pd.DataFrame(steps), pd.DataFrame(whole), pd.DataFrame(paired), labels

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepattr.lds.metric import bootstrap_lds, predicted_outputs
+from stepattr.lds.metric import bootstrap_lds, bootstrap_lds_difference, predicted_outputs
 from stepattr.workflow.provenance import describe_config
 
 
@@ -86,6 +86,51 @@ def dtrak_lds_rows(
     return _rows(method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level)
 
 
+def paired_lds_rows(
+    method: str,
+    reference: str,
+    scores: np.ndarray,
+    reference_scores: np.ndarray,
+    masks: np.ndarray,
+    losses: np.ndarray,
+    grid: Sequence[int],
+    target_set: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[dict]:
+    """Per-step rows of LDS(method) - LDS(reference), paired bootstrap CI per target group."""
+    predicted = predicted_outputs(masks, scores)
+    predicted_ref = predicted_outputs(masks, reference_scores)
+    actual = -np.asarray(losses, dtype=np.float64)
+    rows = []
+    for set_name, keep in _target_groups(target_set):
+        for g, step in enumerate(grid):
+            res = bootstrap_lds_difference(
+                predicted[keep, g], predicted_ref[keep, g], actual[keep, g], n_boot, seed, level
+            )
+            rows.append(
+                {"method": method, "reference": reference, "target_set": set_name,
+                 "step": int(step), **asdict(res)}
+            )  # fmt: skip
+    return rows
+
+
+def paired_markdown(frame: pd.DataFrame, header: Sequence[str], labels: Mapping[str, str]) -> str:
+    """Rows: methods; cells 'difference [lo, hi]' against the reference, per target group."""
+    if frame.empty:
+        return "# LDS difference\n\nNo reference method (TRAK, loss) among this run's methods.\n"
+    reference = labels.get(frame["reference"].iloc[0], frame["reference"].iloc[0])
+    note = (
+        f"- cells: LDS(method) - LDS({reference}) on the same subsets and targets, with a paired "
+        "bootstrap CI (each replicate resamples subsets and targets once for both methods); a "
+        f"CI above 0 means the method predicts retraining better than {reference}"
+    )
+    cells = frame.rename(columns={"difference": "lds"}).assign(n_excluded=0)
+    title = f"LDS difference against {reference}, per denoising step"
+    return lds_markdown(cells, title, [*header, note], labels)
+
+
 def _cell(row: pd.Series) -> str:
     if not np.isfinite(row["lds"]):
         return "n/a"
@@ -142,14 +187,14 @@ def lds_header(
         "- seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()),
         f"- subsets: {subsets['count']} scored x {subsets['seeds']} model(s) each (alpha "
         f"{subsets['alpha']}, {subsets['train_steps']} training steps); {subsets['heldout']} "
-        "held out, used only to choose lambda",
+        "held out, used only to choose lambda and damping",
         "- targets: " + ", ".join(f"{n} {name}" for name, n in target_counts.items()),
         f"- LDS: Spearman(masks @ scores, -loss) per target across subsets, mean over targets; "
         f"{lds_cfg['ci_level']:.0%} two-way percentile bootstrap CI resampling subsets and "
         f"targets ({lds_cfg['bootstrap']} resamples, seed {lds_cfg['seed']})",
         f"- ground truth f_t: R = {resamples} noises per target and step, the same for every "
         f"model; D-TRAK loss: {lds_cfg['dtrak_draws']} uniform (t, noise) draws per target",
-        "- lambda (chosen on held-out subsets): "
+        "- lambda / damping (chosen on held-out subsets): "
         + (", ".join(f"{m} {lam}" for m, lam in lambdas.items()) or "none"),
         "- inputs: " + ", ".join(inputs),
     ]

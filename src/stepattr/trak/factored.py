@@ -298,7 +298,7 @@ class FactoredFeaturizer:
         def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 inputs = project_input(args[0])
-            return _watch(output, partial(backward, inputs))
+            return watch_gradient(output, partial(backward, inputs))
 
         return forward
 
@@ -309,7 +309,7 @@ class FactoredFeaturizer:
             acc.add_small(bias, g.flatten(2).sum(2))
 
         def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return _watch(output, partial(backward, args[0].detach()))
+            return watch_gradient(output, partial(backward, args[0].detach()))
 
         return forward
 
@@ -432,7 +432,7 @@ class FactoredFeaturizer:
         return matrix if self.mixer is None else matrix @ self.mixer.matrix().to(self._dtype)
 
 
-def _watch(output: torch.Tensor, hook: Callable[[torch.Tensor], None]) -> torch.Tensor:
+def watch_gradient(output: torch.Tensor, hook: Callable[[torch.Tensor], None]) -> torch.Tensor:
     """Call ``hook(grad)`` with the gradient of a layer output during backward.
 
     An output that needs no grad (nothing upstream requires grad, e.g. the first conv or the

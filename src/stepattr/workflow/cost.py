@@ -99,6 +99,24 @@ def featurize_seconds(
     return grads + project / rate.project_flops
 
 
+def influence_seconds(cfg: Mapping[str, Any], rule: str, device: str) -> float:
+    """K-FAC fitting (two hooked passes over the fit examples' draws) or one model's influence
+    scores (hooked passes over the targets' and the training draws, then one
+    ``(Q, p) @ (p, n)`` product per (variant, damping))."""
+    att, inf = cfg["attribution"], cfg["influence"]
+    n = train_size(cfg)
+    if rule == "fit_influence_factors":
+        draws = inf["fit_draws"] or att["train_timesteps"]
+        rows = 2 * min(n, inf["fit_examples"] or n) * draws
+        return featurize_seconds(cfg, rows, 1, device, "factored")
+    queries = sum(set_sizes(cfg).values()) * len(cfg["sampling"]["grid"])
+    hooked = featurize_seconds(cfg, queries, att["target_resamples"], device, "factored")
+    hooked += featurize_seconds(cfg, n, att["train_timesteps"], device, "factored")
+    combos = len(inf["methods"]) * len(inf["dampings"])
+    product = 2 * combos * queries * n * num_unet_parameters(cfg)
+    return hooked + product / THROUGHPUT[device].project_flops
+
+
 def completion_passes(cfg: Mapping[str, Any], starts: list[int], completions: int) -> int:
     """Forward passes of ``completions`` completions from each step in ``starts`` to 0."""
     from stepattr.core.diffusion import Schedule
@@ -149,6 +167,8 @@ def job_seconds(
     if rule == "featurize_targets":
         examples = int(mean_set * grid)
         return featurize_seconds(cfg, examples, att["target_resamples"], device, projector)
+    if rule in ("fit_influence_factors", "influence_model_scores"):
+        return influence_seconds(cfg, rule, device)
     if rule == "patch_features":
         fig = cfg["figures"]
         patches = len(fig["patches"]) + (4 if fig["quadrants"] else 0)

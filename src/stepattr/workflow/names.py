@@ -28,6 +28,12 @@ DATASET_SOURCES = {
 METHOD_OUTPUT_FUNCTIONS = {"trak": "loss", "dtrak": "square_norm"}
 PROJECTOR_SUFFIXES = {"factored": "_factored"}
 
+# influence methods (stepattr.influence): variant -> its curvature approximation; a method is
+# the variant plus the output function's suffix (ekfac: loss on both sides; ekfac_sqnorm:
+# D-TRAK's squared norm on both sides, as dtrak)
+INFLUENCE_VARIANTS = {"ekfac": "EK-FAC", "kfac": "K-FAC"}
+INFLUENCE_OUTPUT_SUFFIXES = {"loss": "", "square_norm": "_sqnorm"}
+
 # baselines of every LDS table (stepattr.lds.baselines); graddot reuses the loss features
 BASELINES = ("random", "pixel", "embedding", "graddot")
 
@@ -123,4 +129,36 @@ def attribution_methods(attribution: Mapping[str, Any]) -> list[str]:
         method_name(fn, projector)
         for projector in projectors
         for fn in attribution["output_functions"]
+    ]
+
+
+def influence_method_name(variant: str, output_function: str) -> str:
+    """``(ekfac, loss) -> ekfac``; ``(kfac, square_norm) -> kfac_sqnorm``."""
+    if variant not in INFLUENCE_VARIANTS:
+        raise ValueError(f"unknown influence variant {variant!r}; expected one of "
+                         f"{list(INFLUENCE_VARIANTS)}")  # fmt: skip
+    if output_function not in INFLUENCE_OUTPUT_SUFFIXES:
+        raise ValueError(f"no influence method for output function {output_function!r}")
+    return variant + INFLUENCE_OUTPUT_SUFFIXES[output_function]
+
+
+def parse_influence_method(method: str) -> tuple[str, str]:
+    """Influence method name -> ``(variant, output_function)``."""
+    for variant in INFLUENCE_VARIANTS:
+        for output_function, suffix in INFLUENCE_OUTPUT_SUFFIXES.items():
+            if method == variant + suffix:
+                return variant, output_function
+    raise ValueError(f"unknown influence method {method!r}")
+
+
+def influence_methods(cfg: Mapping[str, Any]) -> list[str]:
+    """The influence methods a config asks for: ``influence.methods`` x
+    ``influence.output_functions`` (null: ``attribution.output_functions``); none where
+    ``influence.methods`` is empty."""
+    influence = cfg.get("influence", {})
+    functions = influence.get("output_functions") or cfg["attribution"]["output_functions"]
+    return [
+        influence_method_name(variant, fn)
+        for fn in functions
+        for variant in influence.get("methods", [])
     ]
