@@ -52,7 +52,7 @@ def test_estimates_scale_with_the_config(default_cfg: dict) -> None:
     assert factored < dense
     assert job_seconds(default_cfg, "lds", "cpu") is None  # light rules are not modelled
     fit = job_seconds(default_cfg, "fit_influence_factors", "cpu")
-    half = {**default_cfg, "influence": {**default_cfg["influence"], "fit_examples": 2250}}
+    half = {**default_cfg, "influence": {**default_cfg["influence"], "fit_examples": 500}}
     assert job_seconds(half, "fit_influence_factors", "cpu") == pytest.approx(fit / 2)
     scoring = job_seconds(default_cfg, "influence_model_scores", "cpu")
     fewer = {**default_cfg, "influence": {**default_cfg["influence"], "dampings": [1.0]}}

@@ -103,6 +103,21 @@ def _input_rows(module: nn.Module, x: torch.Tensor, bias: bool) -> torch.Tensor:
     return rows
 
 
+def _rotated_input_rows(
+    module: nn.Module, x: torch.Tensor, bias: bool, q_in: torch.Tensor
+) -> torch.Tensor:
+    """``_input_rows(...) @ q_in`` without unfolding: for a conv, a conv whose kernels are
+    the columns of ``q_in`` (the bias coordinate as its bias), ~3x faster on CPU."""
+    weight_rows = q_in[:-1] if bias else q_in
+    shift = q_in[-1] if bias else None
+    if isinstance(module, nn.Conv2d):
+        kernel = weight_rows.T.reshape(q_in.shape[1], *module.weight.shape[1:])
+        out = F.conv2d(x, kernel, shift, module.stride, module.padding, module.dilation)
+        return out.flatten(2).transpose(1, 2)
+    rows = x.reshape(x.shape[0], -1, x.shape[-1]) @ weight_rows
+    return rows if shift is None else rows + shift
+
+
 def _grad_rows(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
     """A layer's output gradient as ``(N, M, d_out)`` rows."""
     if isinstance(module, nn.Conv2d):
@@ -112,9 +127,13 @@ def _grad_rows(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def layer_taps(
-    model: nn.Module, layers: Sequence[KroneckerLayer], consume: Consumer
+    model: nn.Module,
+    layers: Sequence[KroneckerLayer],
+    consume: Consumer,
+    in_rotations: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[None]:
-    """While open, every backward hands each layer's rows to ``consume``.
+    """While open, every backward hands each layer's rows to ``consume``: its input rows
+    (rotated by ``in_rotations[index]``, Q_A, where given) and its output-gradient rows.
 
     Parameters are frozen meanwhile (no weight gradient is computed at all): what a weight's
     gradient is made of, the layer's input and output gradient, is all that is needed.
@@ -129,7 +148,11 @@ def layer_taps(
             x = args[0].detach()
 
             def backward(g: torch.Tensor) -> None:
-                consume(index, _input_rows(module, x, layer.bias), _grad_rows(module, g))
+                if in_rotations is None:
+                    a = _input_rows(module, x, layer.bias)
+                else:
+                    a = _rotated_input_rows(module, x, layer.bias, in_rotations[index])
+                consume(index, a, _grad_rows(module, g))
 
             return watch_gradient(output, backward)
 
@@ -147,6 +170,12 @@ def layer_taps(
             handle.remove()
         for param in trainable:
             param.requires_grad_(True)
+
+
+def rotated_gradients(g: torch.Tensor, a: torch.Tensor, q_out: torch.Tensor) -> torch.Tensor:
+    """``Q_S^T (sum_rows g^T a)``: ``(N, d_out, d_in)`` from ``g (N, R, d_out)`` and input
+    rows ``a (N, R, d_in)`` that are already rotated by Q_A (:func:`layer_taps`)."""
+    return q_out.T @ torch.bmm(g.transpose(1, 2), a)
 
 
 def _output_samples(seed: int, indices: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
@@ -172,6 +201,7 @@ def gauss_newton_passes(
     alphas_cumprod: torch.Tensor,
     batch_size: int,
     desc: str,
+    in_rotations: Sequence[torch.Tensor] | None = None,
 ) -> int:
     """Backpropagate ``<eps_hat_r, xi_r>`` for every draw r of every training image, handing
     the layers' rows to ``consume``; returns the number of rows (images x draws).
@@ -182,7 +212,7 @@ def gauss_newton_passes(
     param = next(model.parameters())
     eps = eps_model(model.eval())
     shape = images.shape[1:]
-    with layer_taps(model, layers, consume):
+    with layer_taps(model, layers, consume, in_rotations):
         for start in tqdm(range(0, len(images), batch_size), desc=desc, mininterval=10):
             rows = list(indices[start : start + batch_size])
             ts, ns = train_draws(seed, rows, num_draws, shape, len(alphas_cumprod))
@@ -234,10 +264,11 @@ def fit_bases(
     args = (images, indices, num_draws, seed, alphas_cumprod, batch_size)
 
     def count_positions(index: int, a: torch.Tensor, g: torch.Tensor) -> None:
+        # a batch's sums in the model's dtype (float64 would be ~3x slower), summed in float64
         positions[index] = int(a.shape[1])
-        a, g = a.flatten(0, 1).double(), g.flatten(0, 1).double()
-        cov_in[index] += (a.T @ a).cpu()
-        cov_out[index] += (g.T @ g).cpu()
+        a, g = a.flatten(0, 1), g.flatten(0, 1)
+        cov_in[index] += (a.T @ a).double().cpu()
+        cov_out[index] += (g.T @ g).double().cpu()
 
     rows = gauss_newton_passes(model, layers, count_positions, *args, desc="K-FAC factors")
     bases = []
@@ -257,11 +288,13 @@ def fit_bases(
     ]
 
     def corrections(index: int, a: torch.Tensor, g: torch.Tensor) -> None:
-        q_out, q_in = rotations[index]
-        rotated = torch.bmm((g @ q_out).transpose(1, 2), a @ q_in)  # (N, d_out, d_in)
+        rotated = rotated_gradients(g, a, rotations[index][0])  # (N rows, d_out, d_in)
         bases[index].corrected += rotated.pow(2).sum(0).double().cpu()
 
-    gauss_newton_passes(model, layers, corrections, *args, desc="EK-FAC eigenvalues")
+    in_rotations = [q_in for _, q_in in rotations]
+    gauss_newton_passes(
+        model, layers, corrections, *args, desc="EK-FAC eigenvalues", in_rotations=in_rotations
+    )
     for basis in bases:
         basis.corrected /= rows
     return bases
@@ -325,14 +358,14 @@ class RotatedGradients:
         blocks = [x0.new_zeros(batch, la.d_out, la.d_in) for la in self.layers]
 
         def rotate(index: int, a: torch.Tensor, g: torch.Tensor) -> None:
-            q_out, q_in = self.rotations[index]
-            a = (a @ q_in).reshape(batch, -1, a.shape[-1])  # rows of one example together
-            g = (g @ q_out).reshape(batch, -1, g.shape[-1])
-            blocks[index] += torch.bmm(g.transpose(1, 2), a)
+            a = a.reshape(batch, -1, a.shape[-1])  # the rows of one example's draws together
+            g = g.reshape(batch, -1, g.shape[-1])
+            blocks[index] += rotated_gradients(g, a, self.rotations[index][0])
 
         step = draws if self.draws_per_pass is None else max(1, int(self.draws_per_pass))
         eps = eps_model(self.model)
-        with layer_taps(self.model, self.layers, rotate):
+        in_rotations = [q_in for _, q_in in self.rotations]
+        with layer_taps(self.model, self.layers, rotate, in_rotations):
             for start in range(0, draws, step):
                 part = slice(start, start + step)
                 value = output_value(

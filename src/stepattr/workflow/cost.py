@@ -99,22 +99,30 @@ def featurize_seconds(
     return grads + project / rate.project_flops
 
 
+# K-FAC work per (example, draw) row in training images (CPU, default UNet, measured in a
+# contended run: fitting ~0.029 s per row for both passes, dominated by the covariance of
+# the unfolded conv inputs; rotated gradients ~3x a factored featurization). The GPU has not
+# been measured: the same ratios are assumed.
+KFAC_FIT_FACTOR = 17.0
+KFAC_ROTATED_FACTOR = 4.0
+
+
 def influence_seconds(cfg: Mapping[str, Any], rule: str, device: str) -> float:
     """K-FAC fitting (two hooked passes over the fit examples' draws) or one model's influence
-    scores (hooked passes over the targets' and the training draws, then one
+    scores (rotated gradients of the targets' and the training draws, then one
     ``(Q, p) @ (p, n)`` product per (variant, damping))."""
     att, inf = cfg["attribution"], cfg["influence"]
+    rate = THROUGHPUT[device]
     n = train_size(cfg)
     if rule == "fit_influence_factors":
-        draws = inf["fit_draws"] or att["train_timesteps"]
-        rows = 2 * min(n, inf["fit_examples"] or n) * draws
-        return featurize_seconds(cfg, rows, 1, device, "factored")
+        rows = min(n, inf["fit_examples"] or n) * (inf["fit_draws"] or att["train_timesteps"])
+        return unet_work(cfg, rows) * KFAC_FIT_FACTOR / rate.train_units_per_s
     queries = sum(set_sizes(cfg).values()) * len(cfg["sampling"]["grid"])
-    hooked = featurize_seconds(cfg, queries, att["target_resamples"], device, "factored")
-    hooked += featurize_seconds(cfg, n, att["train_timesteps"], device, "factored")
+    rows = queries * att["target_resamples"] + n * att["train_timesteps"]
+    hooked = unet_work(cfg, rows) * KFAC_ROTATED_FACTOR / rate.train_units_per_s
     combos = len(inf["methods"]) * len(inf["dampings"])
     product = 2 * combos * queries * n * num_unet_parameters(cfg)
-    return hooked + product / THROUGHPUT[device].project_flops
+    return hooked + product / rate.project_flops
 
 
 def completion_passes(cfg: Mapping[str, Any], starts: list[int], completions: int) -> int:
