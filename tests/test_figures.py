@@ -109,6 +109,17 @@ def test_check_figures_config_names_the_key(ci_config, key, value, match):
         check_figures_config(cfg)
 
 
+def test_influencer_figures_may_draw_an_influence_method(ci_config):
+    """figures.method may name an influence method (ekfac); the patch attribution, which needs
+    projected features, then stays with TRAK (rules/functions/figures.smk: patch_method)."""
+    cfg = copy.deepcopy(ci_config)
+    cfg["figures"]["method"] = "ekfac"
+    check_figures_config(cfg)
+    cfg["influence"]["methods"] = []
+    with pytest.raises(ValueError, match="influence method"):
+        check_figures_config(cfg)
+
+
 @pytest.fixture(scope="module")
 def featurizer():
     """A very small UNet (~11k parameters), float64 so sums compare tightly; one torch thread
