@@ -29,7 +29,7 @@ rule fit_influence_factors:
     threads: 1
     resources:
         mem_mb=by_attempt(torch_mem_mb(config["influence"]["batch_size"])),
-        runtime=by_attempt(influence_runtime("fit_influence_factors")),
+        runtime=by_attempt(job_runtime("fit_influence_factors")),
         gpu=gpu_resource(),
     script:
         "../scripts/influence/fit_factors.py"
@@ -63,7 +63,7 @@ rule influence_model_scores:
     threads: 1
     resources:
         mem_mb=by_attempt(influence_mem_mb()),
-        runtime=by_attempt(influence_runtime("influence_model_scores")),
+        runtime=by_attempt(job_runtime("influence_model_scores")),
         gpu=gpu_resource(),
     script:
         "../scripts/influence/model_scores.py"

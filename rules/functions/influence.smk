@@ -46,7 +46,3 @@ def influence_mem_mb():
     p = num_unet_parameters()
     batch = config["influence"]["batch_size"]
     return int(torch_mem_mb(batch) + 4 * p * (2 * queries + 3 * batch) / 1e6)
-
-
-def influence_runtime(rule):
-    return job_runtime(rule)

@@ -336,7 +336,7 @@ class RotatedGradients:
         self.uncovered = list(uncovered)
         self.draws_per_pass = draws_per_pass
         param = next(model.parameters())
-        self._device, self._dtype = param.device, param.dtype
+        self.device, self.dtype = param.device, param.dtype
         self.rotations = [
             (b.q_out.to(param.device, param.dtype), b.q_in.to(param.device, param.dtype))
             for b in bases
@@ -352,9 +352,9 @@ class RotatedGradients:
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, draws = timesteps.shape
-        x0 = x0.to(self._device, self._dtype)
-        timesteps, noises = timesteps.to(self._device), noises.to(self._device, self._dtype)
-        mask = None if mask is None else mask.to(self._device, self._dtype)
+        x0 = x0.to(self.device, self.dtype)
+        timesteps, noises = timesteps.to(self.device), noises.to(self.device, self.dtype)
+        mask = None if mask is None else mask.to(self.device, self.dtype)
         blocks = [x0.new_zeros(batch, la.d_out, la.d_in) for la in self.layers]
 
         def rotate(index: int, a: torch.Tensor, g: torch.Tensor) -> None:
@@ -420,7 +420,7 @@ def stream_scores(
 ) -> np.ndarray:
     """Scores ``(C, Q, n)`` float32: ``queries (Q, p) @ (weights[c] * r_i)`` for every
     training image i, its rotated gradient r_i computed batch by batch and never stored."""
-    device, dtype = rotated._device, rotated._dtype
+    device, dtype = rotated.device, rotated.dtype
     queries, weights = queries.to(device, dtype), weights.to(device, dtype)
     out = np.empty((weights.shape[0], queries.shape[0], len(images)), dtype=np.float32)
     starts = range(0, len(images), batch_size)
