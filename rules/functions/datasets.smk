@@ -7,18 +7,21 @@ def datasets_outputs():
 
 def data_inputs():
     """Local files the dataset is read from, so that editing them reruns prepare_data."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
     ds = config["dataset"]
     if ds["source"] == "image_folder":
-        from stepattr.datasets.base import labels_csv_path
+        from stepattr.datasets.base import folder_csv_path
 
-        labels = labels_csv_path(ds["path"], ds.get("labels_csv"))
-        return [ds["path"]] + ([str(labels)] if labels else [])
-    if ds["source"] == "cifar10" and ds["url"].startswith("file:"):
-        from urllib.parse import urlsplit
-        from urllib.request import url2pathname
-
-        return [url2pathname(urlsplit(ds["url"]).path)]
-    return []
+        csvs = [folder_csv_path(ds["path"], ds.get(key)) for key in ("labels_csv", "captions_csv")]
+        return [ds["path"]] + [str(path) for path in csvs if path]
+    urls = {"cifar10": ["url"], "coco": ["annotations_url", "images_url"]}
+    return [
+        url2pathname(urlsplit(ds[key]).path)
+        for key in urls.get(ds["source"], [])
+        if ds[key].startswith("file:")
+    ]
 
 
 def data_resource(name):

@@ -42,6 +42,18 @@ def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[st
         return data["images"], data["labels"], [str(c) for c in data["class_names"]]
 
 
+def load_captions(path: str | os.PathLike) -> list[list[str]]:
+    """Each image's captions from a captioned split (stepattr.datasets.captions: the padded
+    (N, C) ``captions`` array); an error naming the file if the dataset has none."""
+    with np.load(path, allow_pickle=False) as data:
+        if "captions" not in data.files:
+            raise ValueError(
+                f"{path}: the dataset has no captions (dataset.caption_templates, "
+                "dataset.captions_csv or source coco give it some)"
+            )
+        return [[str(c) for c in row if c] for row in data["captions"]]
+
+
 def image_grid(images: np.ndarray, ncol: int = 8, scale: int = 1, pad: int = 1) -> np.ndarray:
     """Tile uint8 images (N, C, H, W) into one (H', W', C) array, each upscaled ``scale``x.
 

@@ -8,30 +8,23 @@ cannot run code while it is parsed.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from stepattr.datasets.base import DatasetError, LabeledImages
+from stepattr.datasets.download import verified_archive
 
 TOP = "cifar-10-batches-py"
 TRAIN_MEMBERS = tuple(f"{TOP}/data_batch_{i}" for i in range(1, 6))
 TEST_MEMBER = f"{TOP}/test_batch"
 META_MEMBER = f"{TOP}/batches.meta"
 NATIVE_SIZE = 32
-SCHEMES = ("http", "https", "file")
-TIMEOUT_S = 60
-CHUNK = 1 << 20
 
 _reconstruct = np.zeros(0).__reduce__()[0]  # numpy's array rebuild function, whatever its module
 
@@ -60,42 +53,12 @@ def load_cifar10(
 ) -> tuple[LabeledImages, LabeledImages, dict[str, Any]]:
     """Official train (50,000) and test (10,000) images as uint8 (N, 3, 32, 32), and provenance.
 
-    The tarball is downloaded into ``scratch_dir`` (the caller removes it) and checked against
-    ``md5`` before it is opened.
+    The tarball is downloaded into ``scratch_dir`` (the caller removes it; a ``file:`` URL is
+    read in place) and checked against ``md5`` before it is opened.
     """
-    tarball = Path(scratch_dir) / "cifar-10-python.tar.gz"
-    digests = download(url, tarball)
-    if digests["md5"] != md5.lower():
-        raise DatasetError(
-            f"{url}: MD5 checksum mismatch: got {digests['md5']}, expected {md5} "
-            "(dataset.md5); the download is incomplete or not the official tarball"
-        )
+    tarball, digests = verified_archive(url, md5, scratch_dir, "dataset.url", "dataset.md5")
     train, test = read_tarball(tarball, url)
     return train, test, {"url": url, "tarball": digests}
-
-
-def download(url: str, dest: Path) -> dict[str, Any]:
-    """Stream ``url`` (http, https or file) to ``dest``; return its size, MD5 and SHA-256."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        raise DatasetError(f"dataset.url = {url!r}: scheme must be one of {', '.join(SCHEMES)}")
-    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
-            expected = response.headers.get("Content-Length")
-            total = int(expected) if expected else None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download") as progress:
-                while block := response.read(CHUNK):
-                    out.write(block)
-                    md5.update(block)
-                    sha256.update(block)
-                    size += len(block)
-                    progress.update(len(block))
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise DatasetError(f"{url}: download failed ({err})") from err
-    if total is not None and size != total:
-        raise DatasetError(f"{url}: download truncated ({size} of {total} bytes)")
-    return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
 def read_tarball(path: Path, url: str) -> tuple[LabeledImages, LabeledImages]:

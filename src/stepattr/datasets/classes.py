@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,7 +32,5 @@ def select_classes(data: LabeledImages, wanted: Sequence[str] | None) -> Labeled
     old_to_new = np.full(len(data.class_names), -1, dtype=np.int64)
     for new, name in enumerate(wanted):
         old_to_new[data.class_names.index(name)] = new
-    keep = np.flatnonzero(old_to_new[data.labels] >= 0)
-    return LabeledImages(
-        data.images[keep], old_to_new[data.labels[keep]], tuple(wanted), data.source_index[keep]
-    )
+    kept = data.take(np.flatnonzero(old_to_new[data.labels] >= 0))
+    return dataclasses.replace(kept, labels=old_to_new[kept.labels], class_names=tuple(wanted))

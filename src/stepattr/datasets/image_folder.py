@@ -1,4 +1,5 @@
-"""image_folder: a user's folder of PNG/JPEG images, optionally labelled by a CSV (file,label).
+"""image_folder: a user's folder of PNG/JPEG images, optionally labelled by a CSV (file,label)
+and captioned by another (file,caption).
 
 Every image is read, turned upright (EXIF orientation), converted to grayscale or RGB, its
 shorter side scaled to the configured size and the center square cut out. Without a labels
@@ -13,21 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from stepattr.core.io import sha256_file
-from stepattr.datasets.base import DatasetError, LabeledImages, labels_csv_path
-from stepattr.datasets.transform import image_to_chw, resize_center_crop
+from stepattr.datasets.base import DatasetError, LabeledImages, folder_csv_path
+from stepattr.datasets.captions import read_captions_csv
+from stepattr.datasets.transform import decode_image
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 MODES = {1: "L", 3: "RGB"}
 
 
 def load_image_folder(
-    folder: str | Path, labels_csv: str | Path | None, channels: int, size: int
+    folder: str | Path,
+    labels_csv: str | Path | None,
+    channels: int,
+    size: int,
+    captions_csv: str | Path | None = None,
 ) -> tuple[LabeledImages, dict[str, Any]]:
-    """Every labelled image as uint8 (N, channels, size, size); class names sorted."""
+    """Every labelled image as uint8 (N, channels, size, size); class names sorted.
+
+    ``captions_csv`` (a file inside the folder when relative, like ``labels_csv``): its
+    captions, every image needing one (:func:`stepattr.datasets.captions.read_captions_csv`).
+    """
     if channels not in MODES:
         raise DatasetError(f"dataset.channels = {channels} must be 1 or 3")
     root = Path(folder)
@@ -44,7 +53,7 @@ def load_image_folder(
         labels_of = dict.fromkeys(files, root.resolve().name or "images")
         provenance: dict[str, Any] = {"path": str(root)}
     else:
-        labels_csv = labels_csv_path(root, labels_csv)
+        labels_csv = folder_csv_path(root, labels_csv)
         labels_of = read_labels_csv(labels_csv, root, files)
         provenance = {
             "path": str(root),
@@ -55,7 +64,15 @@ def load_image_folder(
     images = np.stack([read_image(root / f, MODES[channels], size) for f in tqdm(files, "images")])
     labels = np.array([class_names.index(labels_of[f]) for f in files], dtype=np.int64)
     provenance["files"] = len(files)
-    data = LabeledImages(images, labels, class_names, np.arange(len(files), dtype=np.int64))
+    captions = None
+    if captions_csv is not None:
+        captions_csv = folder_csv_path(root, captions_csv)
+        by_file = read_captions_csv(captions_csv, root, files)
+        captions = tuple(tuple(by_file[f]) for f in files)
+        provenance["captions_csv"] = str(captions_csv)
+        provenance["captions_csv_sha256"] = sha256_file(captions_csv)
+    index = np.arange(len(files), dtype=np.int64)
+    data = LabeledImages(images, labels, class_names, index, captions)
     return data, provenance
 
 
@@ -95,10 +112,4 @@ def read_labels_csv(path: Path, root: Path, files: list[str]) -> dict[str, str]:
 
 def read_image(path: Path, mode: str, size: int) -> np.ndarray:
     """One image as uint8 (C, size, size); an unreadable file is an error naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image).convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{path}: unreadable image ({err})") from err
-    return image_to_chw(resize_center_crop(upright, size))
+    return decode_image(path, mode, size, str(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,15 @@ import PIL
 import stepattr
 from stepattr.core.io import save_json, save_npz, sha256_file
 from stepattr.datasets.base import DatasetError, LabeledImages
+from stepattr.datasets.captions import (
+    caption_matrix,
+    caption_record,
+    check_templates,
+    template_captions,
+)
 from stepattr.datasets.cifar10 import load_cifar10
 from stepattr.datasets.classes import select_classes
+from stepattr.datasets.coco import CAPTIONS_MEMBER, load_coco
 from stepattr.datasets.image_folder import load_image_folder
 from stepattr.datasets.mnist5k import load_mnist5k
 from stepattr.datasets.split import stratified_cap, stratified_split
@@ -48,12 +56,14 @@ def prepare_dataset(
     try:
         files = {}
         for path, part in ((Path(train_path), train), (Path(test_path), test)):
+            captions = {} if part.captions is None else {"captions": caption_matrix(part.captions)}
             save_npz(
                 path,
                 images=part.images,
                 labels=part.labels,
                 class_names=np.array(part.class_names, dtype=str),
                 source_index=part.source_index,
+                **captions,
             )
             written.append(path)
             files[path.name] = _file_record(path, part)
@@ -66,6 +76,7 @@ def prepare_dataset(
             "class_names": list(train.class_names),
             "split": split,
             "counts": {"train": train.counts(), "test": test.counts()},
+            "captions": captions_origin(cfg, train, test),
             "files": files,
             "config": dict(cfg),
             "versions": {
@@ -93,6 +104,7 @@ def load_splits(
     size = int(cfg["image_size"])
     seed = int(cfg["split_seed"])
     classes = cfg.get("classes")
+    _check_caption_keys(cfg)
     if source == "cifar10":
         scratch_parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=scratch_parent) as scratch:
@@ -100,25 +112,78 @@ def load_splits(
         train, test = (_resized(select_classes(part, classes), size) for part in (train, test))
         split: dict[str, Any] = {"method": "official CIFAR-10 train/test"}
     else:
+        fraction = float(_require(cfg, "test_fraction"))
         if source == "mnist5k":
             pool, origin = load_mnist5k()
             pool = _resized(select_classes(pool, classes), size)
         elif source == "image_folder":
             pool, origin = load_image_folder(
-                _require(cfg, "path"), cfg.get("labels_csv"), int(cfg.get("channels", 3)), size
+                _require(cfg, "path"),
+                cfg.get("labels_csv"),
+                int(cfg.get("channels", 3)),
+                size,
+                cfg.get("captions_csv"),
             )
             pool = select_classes(pool, classes)
+        elif source == "coco":
+            scratch_parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".download-", dir=scratch_parent) as scratch:
+                pool, origin = load_coco(cfg, scratch, size, _coco_pool(cfg, fraction), seed)
         else:
             raise DatasetError(f"dataset.source = {source!r} is not a known source")
-        fraction = float(_require(cfg, "test_fraction"))
         train, test = stratified_split(pool, fraction, seed)
         split = {"method": "stratified by class", "seed": seed, "test_fraction": fraction}
     max_train = cfg.get("max_train")
     if max_train is not None:
         train = stratified_cap(train, int(max_train), seed)
         split["max_train"] = int(max_train)
+    if cfg.get("caption_templates") is not None:
+        train, test = (
+            dataclasses.replace(
+                part,
+                captions=template_captions(part.labels, part.class_names, cfg["caption_templates"]),
+            )
+            for part in (train, test)
+        )
     _check_nonempty(train, test, cfg)
     return train, test, origin, split
+
+
+def _check_caption_keys(cfg: Mapping[str, Any]) -> None:
+    """Captions come from one place: templates, an image folder's CSV, or COCO's own."""
+    templates, csv_file = cfg.get("caption_templates"), cfg.get("captions_csv")
+    if templates is not None and (csv_file is not None or cfg["source"] == "coco"):
+        raise DatasetError(
+            "dataset.caption_templates: this dataset already has captions "
+            f"({'dataset.captions_csv' if csv_file is not None else 'COCO'}); set it to null"
+        )
+    if csv_file is not None and cfg["source"] != "image_folder":
+        raise DatasetError(
+            f"dataset.captions_csv is read only for source image_folder, not {cfg['source']}"
+        )
+    if templates is not None:
+        check_templates(templates)
+
+
+def captions_origin(
+    cfg: Mapping[str, Any], train: LabeledImages, test: LabeledImages
+) -> dict[str, Any] | None:
+    """The manifest's record of the captions (None for an uncaptioned dataset)."""
+    if train.captions is None:
+        return None
+    if cfg.get("caption_templates") is not None:
+        origin = {"kind": "templates", "templates": list(cfg["caption_templates"])}
+    elif cfg["source"] == "coco":
+        origin = {"kind": "coco", "member": CAPTIONS_MEMBER}
+    else:
+        origin = {"kind": "captions_csv", "file": str(cfg["captions_csv"])}
+    return caption_record([*train.captions, *(test.captions or ())], origin)
+
+
+def _coco_pool(cfg: Mapping[str, Any], test_fraction: float) -> int | None:
+    """Images to decode: enough for max_train after the test split (None = all)."""
+    max_train = cfg.get("max_train")
+    return None if max_train is None else math.ceil(int(max_train) / (1 - test_fraction)) + 1
 
 
 def _resized(data: LabeledImages, size: int) -> LabeledImages:

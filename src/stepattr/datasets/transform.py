@@ -6,8 +6,13 @@ antialiased (no aliasing of thin strokes) rather than a point sampler.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import BinaryIO
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stepattr.datasets.base import DatasetError
 
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -42,3 +47,15 @@ def image_to_chw(image: Image.Image) -> np.ndarray:
     """PIL image (mode L or RGB) -> uint8 (C, H, W)."""
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def decode_image(source: str | Path | BinaryIO, mode: str, size: int, where: str) -> np.ndarray:
+    """One stored photo as uint8 (C, size, size): turned upright (EXIF), converted to ``mode``
+    (L or RGB), resized and center-cropped; an unreadable one is an error naming ``where``."""
+    try:
+        with Image.open(source) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image).convert(mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"{where}: unreadable image ({err})") from err
+    return image_to_chw(resize_center_crop(upright, size))

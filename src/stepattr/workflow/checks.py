@@ -58,7 +58,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if not 0 < alpha < 1:
         raise ConfigError(f"subsets.alpha = {alpha} must lie in (0, 1)")
     dataset = cfg["dataset"]
-    needs = {"cifar10": ("url", "md5"), "image_folder": ("path",)}
+    needs = {
+        "cifar10": ("url", "md5"),
+        "image_folder": ("path",),
+        "coco": ("images_url", "images_md5", "annotations_url", "annotations_md5"),
+    }
     for key in needs.get(dataset["source"], ()):
         if key not in dataset:
             raise ConfigError(

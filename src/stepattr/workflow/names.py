@@ -22,6 +22,7 @@ DATASET_SOURCES = {
     "mnist5k": {"mem_mb": 2000, "runtime": 10},
     "cifar10": {"mem_mb": 4000, "runtime": 60},
     "image_folder": {"mem_mb": 8000, "runtime": 60},
+    "coco": {"mem_mb": 16000, "runtime": 240},
 }
 
 # TRAK methods: method name -> output function (stepattr.core.outputs)
