@@ -22,6 +22,8 @@ include: "rules/lds.smk"
 include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
+include: "rules/latents.smk"
+include: "rules/text.smk"
 
 
 rule all:

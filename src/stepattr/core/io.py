@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,26 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; if the block succeeds, move each file it
+    holds into ``path`` (created), each by an atomic rename, ``config.json`` last, so that a
+    folder with a config always has the weights it names (diffusers ``save_pretrained``)."""
+    dest = Path(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        yield tmp
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for src in sorted(files, key=lambda p: p.name == "config.json"):
+            target = dest / src.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(src, 0o666 & ~_umask())
+            os.replace(src, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:
