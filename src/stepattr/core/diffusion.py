@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import UNet2DConditionModel, UNet2DModel
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -131,17 +131,59 @@ def check_model_config(model_cfg: Mapping[str, Any], image_size: int, where: str
         )
 
 
-def build_unet(model_cfg: Mapping[str, Any], image_size: int, channels: int) -> UNet2DModel:
-    """A freshly initialised UNet for a config (seed torch before calling for reproducibility)."""
+def cond_unet_kwargs(
+    model_cfg: Mapping[str, Any], sample_size: int, channels: int, cross_attention_dim: int
+) -> dict[str, Any]:
+    """diffusers ``UNet2DConditionModel`` arguments (the text-to-image family's latent UNet):
+    the levels in ``attention_levels`` get cross-attention to the text states (and the
+    mid block always has it), the rest plain ResNet blocks."""
+    chans = [int(c) for c in model_cfg["block_out_channels"]]
+    attn = {int(level) for level in model_cfg.get("attention_levels", [])}
+    down = ["CrossAttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(len(chans))]
+    up = ["CrossAttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(chans)))]
+    return {
+        "sample_size": int(sample_size),
+        "in_channels": int(channels),
+        "out_channels": int(channels),
+        "layers_per_block": int(model_cfg["layers_per_block"]),
+        "block_out_channels": chans,
+        "down_block_types": down,
+        "up_block_types": up,
+        "norm_num_groups": int(model_cfg["norm_num_groups"]),
+        "dropout": float(model_cfg.get("dropout", 0.0)),
+        "cross_attention_dim": int(cross_attention_dim),
+        "attention_head_dim": int(model_cfg.get("attention_head_dim", 8)),
+    }
+
+
+UNET_CLASSES = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
+
+
+def build_unet(
+    model_cfg: Mapping[str, Any],
+    image_size: int,
+    channels: int,
+    cross_attention_dim: int | None = None,
+) -> torch.nn.Module:
+    """A freshly initialised UNet for a config (seed torch before calling for reproducibility):
+    ``UNet2DModel``, or with ``cross_attention_dim`` a text-conditioned
+    ``UNet2DConditionModel`` on latents of side ``image_size``."""
     check_model_config(model_cfg, image_size)
-    return UNet2DModel(**unet_kwargs(model_cfg, image_size, channels))
+    if cross_attention_dim is None:
+        return UNet2DModel(**unet_kwargs(model_cfg, image_size, channels))
+    return UNet2DConditionModel(
+        **cond_unet_kwargs(model_cfg, image_size, channels, cross_attention_dim)
+    )
 
 
-def eps_model(unet: torch.nn.Module):
-    """Wrap a UNet as ``eps(x, t) -> tensor`` (diffusers returns an output object)."""
+def eps_model(unet: torch.nn.Module, states: torch.Tensor | None = None):
+    """Wrap a UNet as ``eps(x, t) -> tensor`` (diffusers returns an output object); a
+    conditional UNet gets the text ``states`` (B, L, D) of each row of x."""
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unet(x, t).sample
+        if states is None:
+            return unet(x, t).sample
+        return unet(x, t, encoder_hidden_states=states).sample
 
     return eps
 
@@ -156,7 +198,8 @@ def save_model(
     schedule: Schedule,
     info: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``model.safetensors`` and ``config.json`` (architecture, schedule, provenance)."""
+    """Write ``model.safetensors`` and ``config.json`` (architecture and its class, schedule,
+    provenance)."""
     directory = Path(directory)
     state = {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
     with atomic_path(directory / "model.safetensors") as tmp:
@@ -164,6 +207,7 @@ def save_model(
     save_json(
         directory / "config.json",
         {
+            "unet_class": type(unet).__name__,
             "unet": dict(unet_config),
             "schedule": {
                 "num_train_timesteps": schedule.num_train_timesteps,
@@ -177,7 +221,7 @@ def save_model(
 
 def load_model(
     directory: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[UNet2DModel, Schedule, dict[str, Any]]:
+) -> tuple[torch.nn.Module, Schedule, dict[str, Any]]:
     """Load a model written by :func:`save_model`, in eval mode.
 
     A missing, corrupt or mismatched weights file raises ``ValueError`` naming the file.
@@ -186,7 +230,7 @@ def load_model(
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
     try:
         meta = json.loads(cfg_path.read_text())
-        unet = UNet2DModel(**meta["unet"])
+        unet = UNET_CLASSES[meta.get("unet_class", "UNet2DModel")](**meta["unet"])
         schedule = Schedule(**meta["schedule"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(

@@ -45,6 +45,7 @@ from stepattr.core.diffusion import Schedule, add_noise, build_unet, save_model,
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, save_csv, sha256_file
 from stepattr.core.seeds import DATA_ORDER, MODEL_INIT, TRAIN_STEP, derive_seed, numpy_rng
+from stepattr.training.conditioning import CaptionConditioning
 from stepattr.training.subsets import load_subset_row
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,19 @@ class DiffusionTrainer:
         seed: int,
         device: torch.device,
         keep: torch.Tensor | None = None,
+        conditioning: CaptionConditioning | None = None,
     ) -> None:
         """``keep``: bool mask over ``images``; batches are drawn from all images and the
-        examples outside the mask dropped from them (shared batches)."""
+        examples outside the mask dropped from them (shared batches). ``conditioning``: the
+        text-to-image family's captions; ``images`` are then its scaled latents."""
         self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
         self.cuda = device.type == "cuda"
         self.num_timesteps = schedule.num_train_timesteps
         _, channels, size, _ = images.shape
         torch.manual_seed(derive_seed(MODEL_INIT, self.seed))
-        self.unet = build_unet(model_cfg, size, channels).to(device)
+        self.conditioning = conditioning
+        cross = conditioning.cross_attention_dim if conditioning is not None else None
+        self.unet = build_unet(model_cfg, size, channels, cross).to(device)
         if self.cuda:
             self.unet = self.unet.to(memory_format=torch.channels_last)
         self.unet.train()
@@ -158,12 +163,17 @@ class DiffusionTrainer:
         """One optimizer step; returns the batch loss (detached, on the device, unsynchronised)."""
         step = self.step
         torch.manual_seed(derive_seed(TRAIN_STEP, self.seed, step))  # timesteps, noise, dropout
-        idx = torch.from_numpy(self.order.indices(step)).to(self.device)
+        batch = self.order.indices(step)
+        idx = torch.from_numpy(batch).to(self.device)
         t = torch.randint(0, self.num_timesteps, (len(idx),), device=self.device)
         noise = torch.randn((len(idx), *self.data.shape[1:]), device=self.device)
+        cond = {}
+        if self.conditioning is not None:  # drawn for the whole batch: shared with subsets
+            cond["encoder_hidden_states"] = self.conditioning.batch(batch, step).to(self.device)
         if self.keep is not None:
             kept = self.keep[idx]
             idx, t, noise = idx[kept], t[kept], noise[kept]
+            cond = {k: v[kept] for k, v in cond.items()}
             if len(idx) == 0:  # every example of this batch excluded: nothing to learn from
                 self.step += 1
                 return torch.zeros((), device=self.device)
@@ -174,7 +184,7 @@ class DiffusionTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            pred = self.forward(x_t, t).sample
+            pred = self.forward(x_t, t, **cond).sample
         loss = F.mse_loss(pred.float(), noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -302,8 +312,12 @@ def train_diffusion(
     keep: np.ndarray | None = None,
     state_path: str | os.PathLike | None = None,
     progress: bool = False,
+    conditioning: CaptionConditioning | None = None,
 ) -> TrainResult:
     """Train a UNet on uint8 ``images`` (N, C, H, W) for ``steps`` steps, resuming if possible.
+
+    With ``conditioning`` (the text-to-image family) ``images`` are float latents, used as
+    they are, and the UNet is a ``UNet2DConditionModel`` on the captions' text states.
 
     ``keep``: bool mask (N,) over ``images`` for shared-batch training on a subset (see module
     doc), or a (G, N) matrix: G subset models of this seed trained together
@@ -311,19 +325,26 @@ def train_diffusion(
     With ``state_path`` the training state is saved there every ``checkpoint_every`` steps and
     a matching saved state is resumed from; the caller deletes it once the model is written.
     """
-    data = to_model_space(images)
+    data = torch.from_numpy(images) if conditioning is not None else to_model_space(images)
     keep_mask = None if keep is None else torch.from_numpy(np.asarray(keep, dtype=bool))
     if keep_mask is not None and keep_mask.dim() == 2:
         from stepattr.training.batched import BatchedDiffusionTrainer
 
+        if conditioning is not None:
+            raise ValueError("subsets.group_size > 1 does not train text-conditioned models yet")
         trainer = BatchedDiffusionTrainer(
             data, model_cfg, train_cfg, schedule, seed, device, keep_mask
         )
         num_models = keep_mask.shape[0]
     else:
-        trainer = DiffusionTrainer(data, model_cfg, train_cfg, schedule, seed, device, keep_mask)
+        trainer = DiffusionTrainer(
+            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, conditioning
+        )
         num_models = 1
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    if conditioning is not None:
+        digest.update(conditioning.states.numpy().tobytes() + conditioning.table.tobytes())
+        digest.update(f"dropout:{conditioning.dropout},seed:{conditioning.seed}".encode())
     if keep is not None:
         digest.update(b"keep:" + np.packbits(np.asarray(keep, dtype=bool)).tobytes())
     fingerprint = recipe_fingerprint(
