@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_models import TINY_UNET
+from tiny_models import TINY_UNET, killed_at_step
 
 from stepattr.core.diffusion import Schedule
 from stepattr.training.batched import BatchedDiffusionTrainer
@@ -116,23 +116,14 @@ def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_th
             "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
         seed=5, steps=5, device=CPU, masks=tmp_path / "masks.npy", progress=False,
     )  # fmt: skip
-    real_step = BatchedDiffusionTrainer.train_step
-
-    def killed_after_three(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(BatchedDiffusionTrainer, "train_step", killed_after_three)
     group = dict(
         out_dirs=[tmp_path / "group" / f"subset_{j}_s0" for j in (0, 2)],
         model_ids=["subset_0_s0", "subset_2_s0"], subset_rows=[0, 2],
         state_path=tmp_path / "group.pt",
     )  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, BatchedDiffusionTrainer, 3), pytest.raises(KeyboardInterrupt):
         train_group_and_save(**group, **common)
     assert (tmp_path / "group.pt").exists(), "no state was saved before the kill"
-    monkeypatch.setattr(BatchedDiffusionTrainer, "train_step", real_step)
     train_group_and_save(**group, **common)
     assert not (tmp_path / "group.pt").exists()
     for j in (0, 2):

@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import killed_at_step
 
-from stepattr.core.diffusion import Schedule, build_unet, eps_model, load_model, save_model
+from stepattr.core.diffusion import (
+    Schedule,
+    build_unet,
+    eps_model,
+    load_model,
+    save_model,
+    unet_kwargs,
+)
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.training.train import DiffusionTrainer, train_diffusion
 
@@ -71,17 +79,8 @@ def test_conditional_training_is_deterministic_and_uses_the_captions(latents) ->
 
 def test_conditional_resume_equals_an_uninterrupted_run(latents, tmp_path, monkeypatch) -> None:
     whole = run(latents, steps=6)
-    real_step = DiffusionTrainer.train_step
-
-    def killed_after_three(self):
-        if self.step == 3:
-            raise KeyboardInterrupt("job killed")
-        return real_step(self)
-
-    monkeypatch.setattr(DiffusionTrainer, "train_step", killed_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, DiffusionTrainer, 3), pytest.raises(KeyboardInterrupt):
         run(latents, steps=6, state=tmp_path / "s.pt")
-    monkeypatch.setattr(DiffusionTrainer, "train_step", real_step)
     resumed = run(latents, steps=6, state=tmp_path / "s.pt")
     assert resumed.resumed_from == 2
     assert same(whole.trainer.unet, resumed.trainer.unet) and same(
@@ -102,9 +101,7 @@ def test_shared_batches_give_kept_examples_the_full_models_captions(latents) -> 
 def test_conditional_model_saves_and_loads_with_its_class(latents, tmp_path) -> None:
     torch.manual_seed(0)
     unet = build_unet(MODEL, 4, 4, cross_attention_dim=8).eval()
-    from stepattr.core.diffusion import cond_unet_kwargs
-
-    save_model(tmp_path, unet, cond_unet_kwargs(MODEL, 4, 4, 8), Schedule())
+    save_model(tmp_path, unet, unet_kwargs(MODEL, 4, 4, 8), Schedule())
     loaded, _, meta = load_model(tmp_path)
     assert meta["unet_class"] == "UNet2DConditionModel"
     x, t = torch.from_numpy(latents[:3]), torch.tensor([5, 500, 999])

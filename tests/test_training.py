@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import killed_at_step
 
 from stepattr.core.diffusion import Schedule, load_model, save_model, unet_kwargs
 from stepattr.core.io import save_json, save_npz
@@ -79,20 +80,11 @@ def test_resume_in_the_middle_equals_an_uninterrupted_run(ci_config, images, tmp
     state = tmp_path / "state" / "full_0.pt"
     whole = run(ci_config, images, steps=6, checkpoint_every=2)
 
-    real_step = DiffusionTrainer.train_step
-
-    def killed_after_three(self):
-        if self.step == 3:
-            raise KeyboardInterrupt("job killed")
-        return real_step(self)
-
-    monkeypatch.setattr(DiffusionTrainer, "train_step", killed_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, DiffusionTrainer, 3), pytest.raises(KeyboardInterrupt):
         run(ci_config, images, steps=6, state=state, checkpoint_every=2)
     saved = torch.load(state, weights_only=True)
     assert saved["trainer"]["step"] == 2
 
-    monkeypatch.setattr(DiffusionTrainer, "train_step", real_step)
     resumed = run(ci_config, images, steps=6, state=state, checkpoint_every=2)
     assert resumed.resumed_from == 2
     assert_same_weights(whole.trainer.unet, resumed.trainer.unet)

@@ -81,18 +81,28 @@ def predict_x0(
 # ----------------------------------------------------------------------------- the UNet
 
 
-def unet_kwargs(model_cfg: Mapping[str, Any], image_size: int, channels: int) -> dict[str, Any]:
-    """diffusers ``UNet2DModel`` arguments for a config's ``model`` section.
+def unet_kwargs(
+    model_cfg: Mapping[str, Any],
+    image_size: int,
+    channels: int,
+    cross_attention_dim: int | None = None,
+) -> dict[str, Any]:
+    """diffusers ``UNet2DModel`` arguments for a config's ``model`` section, or with
+    ``cross_attention_dim`` those of a text-conditioned ``UNet2DConditionModel`` (the
+    text-to-image family's latent UNet, ``image_size`` then the latent side).
 
-    ``attention_levels`` lists the resolution levels (0 = full size) that get self-attention,
-    in the down path and, mirrored, in the up path: the paper's CIFAR-10 UNet is channels
-    (128, 256, 256, 256) with attention at level 1 (2nd down block, 3rd up block).
+    ``attention_levels`` lists the resolution levels (0 = full size) that get attention, in
+    the down path and, mirrored, in the up path: self-attention in a pixel UNet (the paper's
+    CIFAR-10 UNet is channels (128, 256, 256, 256) with attention at level 1, the 2nd down
+    and 3rd up block), cross-attention to the text states in a conditional one (whose mid
+    block always has it).
     """
     chans = [int(c) for c in model_cfg["block_out_channels"]]
     attn = {int(level) for level in model_cfg.get("attention_levels", [])}
-    down = ["AttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(len(chans))]
-    up = ["AttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(chans)))]
-    return {
+    prefix = "Attn" if cross_attention_dim is None else "CrossAttn"
+    down = [f"{prefix}DownBlock2D" if i in attn else "DownBlock2D" for i in range(len(chans))]
+    up = [f"{prefix}UpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(chans)))]
+    kwargs = {
         "sample_size": int(image_size),
         "in_channels": int(channels),
         "out_channels": int(channels),
@@ -102,9 +112,12 @@ def unet_kwargs(model_cfg: Mapping[str, Any], image_size: int, channels: int) ->
         "up_block_types": up,
         "norm_num_groups": int(model_cfg["norm_num_groups"]),
         "dropout": float(model_cfg.get("dropout", 0.0)),
-        "attention_head_dim": None,
-        "flip_sin_to_cos": False,
-        "freq_shift": 1,
+    }
+    if cross_attention_dim is None:
+        return kwargs | {"attention_head_dim": None, "flip_sin_to_cos": False, "freq_shift": 1}
+    return kwargs | {
+        "cross_attention_dim": int(cross_attention_dim),
+        "attention_head_dim": int(model_cfg.get("attention_head_dim", 8)),
     }
 
 
@@ -131,31 +144,6 @@ def check_model_config(model_cfg: Mapping[str, Any], image_size: int, where: str
         )
 
 
-def cond_unet_kwargs(
-    model_cfg: Mapping[str, Any], sample_size: int, channels: int, cross_attention_dim: int
-) -> dict[str, Any]:
-    """diffusers ``UNet2DConditionModel`` arguments (the text-to-image family's latent UNet):
-    the levels in ``attention_levels`` get cross-attention to the text states (and the
-    mid block always has it), the rest plain ResNet blocks."""
-    chans = [int(c) for c in model_cfg["block_out_channels"]]
-    attn = {int(level) for level in model_cfg.get("attention_levels", [])}
-    down = ["CrossAttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(len(chans))]
-    up = ["CrossAttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(len(chans)))]
-    return {
-        "sample_size": int(sample_size),
-        "in_channels": int(channels),
-        "out_channels": int(channels),
-        "layers_per_block": int(model_cfg["layers_per_block"]),
-        "block_out_channels": chans,
-        "down_block_types": down,
-        "up_block_types": up,
-        "norm_num_groups": int(model_cfg["norm_num_groups"]),
-        "dropout": float(model_cfg.get("dropout", 0.0)),
-        "cross_attention_dim": int(cross_attention_dim),
-        "attention_head_dim": int(model_cfg.get("attention_head_dim", 8)),
-    }
-
-
 UNET_CLASSES = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
 
 
@@ -169,11 +157,8 @@ def build_unet(
     ``UNet2DModel``, or with ``cross_attention_dim`` a text-conditioned
     ``UNet2DConditionModel`` on latents of side ``image_size``."""
     check_model_config(model_cfg, image_size)
-    if cross_attention_dim is None:
-        return UNet2DModel(**unet_kwargs(model_cfg, image_size, channels))
-    return UNet2DConditionModel(
-        **cond_unet_kwargs(model_cfg, image_size, channels, cross_attention_dim)
-    )
+    cls = UNet2DModel if cross_attention_dim is None else UNet2DConditionModel
+    return cls(**unet_kwargs(model_cfg, image_size, channels, cross_attention_dim))
 
 
 def eps_model(unet: torch.nn.Module, states: torch.Tensor | None = None):
