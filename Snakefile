@@ -14,6 +14,8 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/datasets.smk"
+include: "rules/latents.smk"
+include: "rules/text.smk"
 include: "rules/training.smk"
 include: "rules/targets.smk"
 include: "rules/trak.smk"
@@ -22,8 +24,6 @@ include: "rules/lds.smk"
 include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
-include: "rules/latents.smk"
-include: "rules/text.smk"
 
 
 rule all:

@@ -58,8 +58,32 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+# The text-to-image family's frozen autoencoder: trained by rules/latents.smk, read there and by
+# the prompted samples of rules/targets.smk.
+AUTOENCODER = f"{OUT}/autoencoder"
+
+
+def autoencoder_files():
+    """The autoencoder's folder files: the configured pretrained one, else the one trained here."""
+    pretrained = config["autoencoder"]["pretrained"]
+    if pretrained is not None and Path(pretrained).is_dir():
+        return [f"{pretrained}/config.json"]
+    if pretrained is not None:
+        return []  # a hub id: diffusers fetches it (where the hub is reachable)
+    return [f"{AUTOENCODER}/model/config.json", f"{AUTOENCODER}/model/diffusion_pytorch_model.safetensors"]
+
+
+def autoencoder_hub_id():
+    """The pretrained autoencoder's hub id, None where it is a folder or trained here (the
+    scripts then load the folder of the first autoencoder input)."""
+    pretrained = config["autoencoder"]["pretrained"]
+    return pretrained if pretrained is not None and not Path(pretrained).is_dir() else None
+
+
 def all_outputs():
     """Every final output of the DAG: what `rule all` builds (each stage's *_outputs)."""
+    if config["family"] == "text_to_image":
+        return text_to_image_outputs()
     return (
         datasets_outputs()
         + training_outputs()
@@ -71,6 +95,14 @@ def all_outputs():
         + counterfactual_outputs()
         + figures_outputs()
     )
+
+
+def text_to_image_outputs():
+    """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
+    and text encoder, the full models, and their prompt following."""
+    models = [f"{MODELS}/{m}/{name}" for m in full_model_ids() for name in MODEL_FILES]
+    prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
+    return datasets_outputs() + latents_outputs() + text_outputs() + models + prompts
 
 
 def score_files(method):

@@ -82,3 +82,39 @@ rule sample_preview:
         gpu=gpu_resource(),
     script:
         "../scripts/targets/sample_preview.py"
+
+
+rule prompt_following:
+    input:
+        model=model_file("full_0"),
+        model_config=f"{MODELS}/full_0/config.json",
+        autoencoder=autoencoder_files(),
+        latents=f"{OUT}/latents/latents.npz",
+        states=f"{OUT}/text/states.npz",
+        classifier=f"{OUT}/classifier/model.safetensors",
+    output:
+        table=f"{TABLES}/prompt_following.csv",
+        markdown=f"{TABLES}/prompt_following.md",
+        figure=report(f"{FIGURES}/prompts.png", caption="../report/prompts.rst", category="Targets"),
+    log:
+        f"{LOGS}/prompt_following/prompt_following.log",
+    benchmark:
+        f"{BENCH}/prompt_following/prompt_following.tsv"
+    params:
+        prompts=config["sampling"]["prompts"],
+        guidance_scales=config["sampling"]["guidance_scales"],
+        per_prompt=config["sampling"]["prompt_samples"],
+        inference_steps=config["sampling"]["inference_steps"],
+        seed=config["sampling"]["seed"],
+        hub_id=autoencoder_hub_id(),
+        device=config["device"],
+        provenance=config_provenance(),
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(60),
+        gpu=gpu_resource(),
+    script:
+        "../scripts/targets/prompt_following.py"

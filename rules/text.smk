@@ -44,6 +44,7 @@ rule encode_text:
         f"{BENCH}/encode_text/states.tsv"
     params:
         hub_id=text_encoder_hub_id(),
+        prompts=config["sampling"]["prompts"],
         device=config["device"],
     conda:
         "../envs/torch.yaml"

@@ -34,6 +34,7 @@ rule train:
     input:
         train=f"{DATA}/train.npz",
         manifest=f"{DATA}/manifest.json",
+        **conditioning_inputs(),
     output:
         **model_dir_files("full_{i}"),
     wildcard_constraints:
@@ -69,6 +70,7 @@ use rule train as retrain with:
         train=f"{DATA}/train.npz",
         manifest=f"{DATA}/manifest.json",
         masks=f"{OUT}/subsets/masks.npy",
+        **conditioning_inputs(),
     output:
         **model_dir_files("subset_{j}_s{s}"),
     wildcard_constraints:
@@ -95,6 +97,7 @@ use rule train as retrain_removed with:
         train=f"{DATA}/train.npz",
         manifest=f"{DATA}/manifest.json",
         masks=f"{CF_DIR}/removals/removed_{{removal}}_p{{pair}}_f{{frac}}.npy",
+        **conditioning_inputs(),
     output:
         **model_dir_files("removed_{removal}_p{pair}_f{frac}"),
     wildcard_constraints:

@@ -85,7 +85,8 @@ def test_trained_encoder_saves_pipeline_folders_and_states(
         tokenizer, encoder, train, ["a handwritten digit 42"], tmp_path / "s.npz", 7
     )
     states = load_text_states(tmp_path / "s.npz")
-    assert n == len(states) == 21 and states["the number 4"].shape == (12, 32)
+    assert n == len(states) == 22 and states["the number 4"].shape == (12, 32)
+    assert "" in states  # the unconditional text
     one = token_ids(tokenizer, ["a handwritten digit 42"], 12, "t")
     with torch.no_grad():  # batching changes nothing
         expected = encoder(input_ids=one).last_hidden_state[0].numpy()

@@ -18,3 +18,7 @@ def text_encoder_hub_id():
     then loads the folder two levels above its text_encoder/config.json input)."""
     pretrained = config["text_encoder"]["pretrained"]
     return pretrained if pretrained is not None and not Path(pretrained).is_dir() else None
+
+
+def text_outputs():
+    return [f"{TEXT_ENCODER}/metrics.json", f"{OUT}/text/states.npz"]

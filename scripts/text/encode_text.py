@@ -15,5 +15,6 @@ torch.set_num_threads(smk.threads)
 inputs = smk.input.text_encoder
 source = Path(inputs[0]).parent.parent if inputs else smk.params.hub_id
 tokenizer, encoder = load_text_encoder(source, resolve_device(smk.params.device))
-count = write_text_states(tokenizer, encoder, smk.input.train, [], smk.output.states)
+prompts = [prompt["text"] for prompt in smk.params.prompts]
+count = write_text_states(tokenizer, encoder, smk.input.train, prompts, smk.output.states)
 print(f"{count} distinct captions encoded")

@@ -28,4 +28,6 @@ train_and_save(
     subset_row=p.subset_row,
     shared_batches=bool(p.get("shared_batches", False)),
     device=resolve_device(p.device),
+    latents=smk.input.get("latents"),
+    text_states=smk.input.get("text_states"),
 )

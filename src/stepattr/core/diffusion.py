@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -245,17 +246,20 @@ def ddpm_step(
     t_prev: int,
     alphas_cumprod: torch.Tensor,
     noise: torch.Tensor,
+    clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step t -> t_prev (t_prev = -1 means the final step to x_0).
 
-    Returns ``(x_prev, x0hat)`` with ``x0hat`` clipped to [-1, 1]; the posterior is that of
+    Returns ``(x_prev, x0hat)`` with ``x0hat`` clipped to [-1, 1] where ``clip`` (pixels;
+    latents are not bounded, diffusers' ``clip_sample=False``); the posterior is that of
     the strided chain (beta_eff = 1 - a_t / a_prev), as in diffusers' DDPMScheduler.
     """
     ac = alphas_cumprod.to(x_t.device, torch.float64)
     a_t = ac[t]
     a_prev = ac[t_prev] if t_prev >= 0 else torch.ones((), dtype=torch.float64, device=x_t.device)
     beta_eff = 1 - a_t / a_prev
-    x0hat = ((x_t.double() - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()).clamp(-1, 1)
+    x0hat = (x_t.double() - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()
+    x0hat = x0hat.clamp(-1, 1) if clip else x0hat
     mean = (a_prev.sqrt() * beta_eff / (1 - a_t)) * x0hat + (
         (1 - beta_eff).sqrt() * (1 - a_prev) / (1 - a_t)
     ) * x_t.double()
@@ -285,6 +289,7 @@ def sample(
     generator: torch.Generator | Sequence[torch.Generator],
     record: Sequence[int] = (),
     progress: bool = False,
+    clip: bool = True,
 ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """Ancestral sampling from ``x_start`` (the latent at ``timesteps[0]``) down to x_0.
 
@@ -292,7 +297,8 @@ def sample(
     gives the same trajectory on CPU and GPU up to float rounding. ``generator`` may also be a
     sequence with one generator per row of ``x_start``: each row's noise then depends only on
     its own seed, not on the batch it runs in. Returns the final x_0 and,
-    for every step in ``record``, ``(x_t, x0hat_t)`` as CPU tensors.
+    for every step in ``record``, ``(x_t, x0hat_t)`` as CPU tensors. ``clip``: pixel space
+    (x0hat and x_0 clipped to [-1, 1]); False for latents.
     """
     device = next(unet.parameters()).device
     ac = schedule.alphas_cumprod
@@ -305,11 +311,34 @@ def sample(
         t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         eps = unet(x, t_batch).sample
         noise = _draw_noise(x.shape, generator).to(device)
-        x_next, x0hat = ddpm_step(eps, x, t, t_prev, ac, noise)
+        x_next, x0hat = ddpm_step(eps, x, t, t_prev, ac, noise, clip)
         if t in wanted:
             recorded[t] = (x.cpu(), x0hat.cpu())
         x = x_next
     missing = wanted - recorded.keys()
     if missing:
         raise ValueError(f"steps {sorted(missing)} are not on the sampler's schedule")
-    return x.clamp(-1, 1).cpu(), recorded
+    return (x.clamp(-1, 1) if clip else x).cpu(), recorded
+
+
+class GuidedUNet(torch.nn.Module):
+    """Classifier-free guidance around a text-conditioned UNet, shaped like a diffusers UNet
+    for :func:`sample`: ``eps = eps(x, uncond) + scale * (eps(x, cond) - eps(x, uncond))``,
+    row i of the batch under ``cond[i]``; scale 1 is the plain conditional model (no
+    unconditional pass)."""
+
+    def __init__(
+        self, unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, scale: float
+    ) -> None:
+        super().__init__()
+        self.unet, self.scale = unet, float(scale)
+        self.cond, self.uncond = cond, uncond  # (B, L, D), (L, D)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> SimpleNamespace:
+        cond = self.cond.to(x.device, x.dtype)
+        eps_cond = self.unet(x, t, encoder_hidden_states=cond).sample
+        if self.scale == 1.0:
+            return SimpleNamespace(sample=eps_cond)
+        uncond = self.uncond.to(x.device, x.dtype).expand_as(cond)
+        eps_uncond = self.unet(x, t, encoder_hidden_states=uncond).sample
+        return SimpleNamespace(sample=eps_uncond + self.scale * (eps_cond - eps_uncond))

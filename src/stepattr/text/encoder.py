@@ -33,6 +33,7 @@ from stepattr.core.seeds import numpy_rng
 log = logging.getLogger(__name__)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+EMPTY = ""  # the unconditional text of classifier-free guidance
 TEXT_DATA = 12  # seed stream of the CLIP's batches and caption draws (after stepattr.core.seeds)
 
 
@@ -228,12 +229,15 @@ def write_text_states(
     out_path: str | os.PathLike,
     batch_size: int = 256,
 ) -> int:
-    """Cache the encoder's last hidden states for every distinct training caption and each of
+    """Cache the encoder's last hidden states for the empty text (classifier-free guidance's
+    unconditional branch, always row 0), every distinct training caption and each of
     ``extra_texts`` (prompts). File: ``texts`` (U,), ``states`` (U, context, width) float32.
     Returns U."""
     context = int(encoder.config.max_position_embeddings)
     texts = sorted({c for caps in load_captions(train_path) for c in caps} | set(extra_texts))
-    ids = token_ids(tokenizer, texts, context, "captions and prompts")
+    empty = tokenizer([EMPTY], padding="max_length", max_length=context, return_tensors="pt")
+    ids = torch.cat([empty.input_ids, token_ids(tokenizer, texts, context, "captions and prompts")])
+    texts = [EMPTY, *texts]
     states = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):

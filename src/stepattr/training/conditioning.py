@@ -11,11 +11,13 @@ full model gave it: common random numbers, as for timesteps and noises.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from stepattr.core.images import load_captions
 from stepattr.core.seeds import numpy_rng
 
 CAPTION_DRAW = 10  # seed stream (after stepattr.core.seeds' tags)
@@ -62,3 +64,27 @@ class CaptionConditioning:
     def batch(self, idx: np.ndarray, step: int) -> torch.Tensor:
         """States (B, L, D) for the examples ``idx`` of batch ``step``."""
         return self.states[torch.from_numpy(self.rows(idx, step))]
+
+
+def caption_conditioning(
+    train_path: str | os.PathLike,
+    states_path: str | os.PathLike,
+    dropout: float,
+    seed: int,
+) -> CaptionConditioning:
+    """The conditioning of a training split: each example's captions (the split's
+    ``captions``) looked up in the text-state cache (:func:`stepattr.text.encoder.
+    write_text_states`, whose empty text is the dropout's unconditional row)."""
+    from stepattr.text.encoder import EMPTY, load_text_states
+
+    by_text = load_text_states(states_path)
+    texts = list(by_text)
+    row_of = {text: i for i, text in enumerate(texts)}
+    captions = load_captions(train_path)
+    missing = sorted({c for caps in captions for c in caps if c not in row_of})
+    if missing or EMPTY not in row_of:
+        what = f"caption {missing[0]!r}" if missing else "the empty text"
+        raise ValueError(f"{states_path}: no states for {what} of {train_path}; rerun encode_text")
+    states = torch.from_numpy(np.stack([by_text[t] for t in texts]))
+    rows = [[row_of[c] for c in caps] for caps in captions]
+    return CaptionConditioning(states, rows, row_of[EMPTY], dropout, seed)

@@ -45,7 +45,8 @@ from stepattr.core.diffusion import Schedule, add_noise, build_unet, save_model,
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, save_csv, sha256_file
 from stepattr.core.seeds import DATA_ORDER, MODEL_INIT, TRAIN_STEP, derive_seed, numpy_rng
-from stepattr.training.conditioning import CaptionConditioning
+from stepattr.latents.autoencoder import load_latents
+from stepattr.training.conditioning import CaptionConditioning, caption_conditioning
 from stepattr.training.subsets import load_subset_row
 
 log = logging.getLogger(__name__)
@@ -429,11 +430,13 @@ def _save_trained(
     schedule: Schedule,
     image_shape: Sequence[int],
     info: Mapping[str, Any],
+    cross_attention_dim: int | None = None,
 ) -> None:
     """model.safetensors, config.json and loss.csv of one trained workflow model."""
     channels, size = int(image_shape[0]), int(image_shape[1])
     info = dict(info) | {"final_loss_smooth": float(losses["loss_smooth"].iloc[-1])}
-    save_model(out_dir, model, unet_kwargs(model_cfg, size, channels), schedule, info)
+    kwargs = unet_kwargs(model_cfg, size, channels, cross_attention_dim)
+    save_model(out_dir, model, kwargs, schedule, info)
     save_csv(Path(out_dir) / "loss.csv", losses)
 
 
@@ -454,37 +457,49 @@ def train_and_save(
     subset_row: int | None = None,
     shared_batches: bool = False,
     progress: bool = True,
+    latents: str | os.PathLike | None = None,
+    text_states: str | os.PathLike | None = None,
 ) -> None:
     """Train one workflow model and write model.safetensors, config.json and loss.csv.
 
     ``masks`` + ``subset_row``: train only on the examples where row ``subset_row`` of the
     boolean subset matrix is true; ``shared_batches`` draws the batches from the full set and
     drops the others (see module doc) instead of shuffling the subset on its own.
+    ``latents`` + ``text_states`` (the text-to-image family): train a text-conditioned UNet on
+    the cached latents of the split under its captions (``train.caption_dropout``).
     The training state file is deleted once the model is written.
     """
     images, _, _ = load_split(train_split)
+    conditioning = None
+    if latents is not None:
+        images = load_latents(latents)[0]
+        dropout = float(train_cfg.get("caption_dropout", 0.0))
+        conditioning = caption_conditioning(train_split, text_states, dropout, seed)
     subset_size, keep = None, None
     if subset_row is not None:
         mask = load_subset_row(masks, subset_row, len(images))
         subset_size = int(mask.sum())
         if shared_batches:
             keep = mask
+        elif conditioning is not None:
+            raise ValueError("text-conditioned subset models need subsets.shared_batches: true")
         else:
             images = images[mask]
     schedule = Schedule.from_config(diffusion_cfg)
     result = train_diffusion(
         images, model_cfg, train_cfg, schedule,
         seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
-        progress=progress,
+        progress=progress, conditioning=conditioning,
     )  # fmt: skip
     info = _model_info(
         model_id, seed, steps, subset_row, subset_size, keep is not None,
         subset_size if subset_size is not None else len(images), manifest, train_cfg, device,
         result.resumed_from, result.trainer.ema is not None,
     )  # fmt: skip
+    cross = conditioning.cross_attention_dim if conditioning is not None else None
     _save_trained(
         out_dir, result.trainer.final_model(), result.losses, model_cfg, schedule,
-        images.shape[1:3], info,
+        images.shape[1:3], info, cross,
     )  # fmt: skip
     Path(state_path).unlink(missing_ok=True)
 

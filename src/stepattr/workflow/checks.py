@@ -29,9 +29,11 @@ class ConfigError(ValueError):
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the first key whose value cannot work."""
     try:
-        check_model_config(cfg["model"], int(cfg["dataset"]["image_size"]))
+        check_model_config(cfg["model"], model_side(cfg))
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if cfg.get("family", "pixel") == "text_to_image":
+        check_text_to_image(cfg)
     diff = cfg["diffusion"]
     if diff["beta_start"] >= diff["beta_end"]:
         raise ConfigError(
@@ -83,6 +85,37 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"counterfactual.pairs[{i}].step = {pair['step']} is not in sampling.grid"
             )
+
+
+def model_side(cfg: Mapping[str, Any]) -> int:
+    """Side of what the UNet sees: the image, or for the text-to-image family the latent of
+    the autoencoder trained here (image_size / 2^(levels - 1))."""
+    size = int(cfg["dataset"]["image_size"])
+    ae = cfg.get("autoencoder") or {}
+    if cfg.get("family", "pixel") != "text_to_image" or ae.get("pretrained") is not None:
+        return size
+    levels = len(ae["block_out_channels"])
+    if size % 2 ** (levels - 1):
+        raise ConfigError(
+            f"dataset.image_size = {size} cannot be downsampled {levels - 1} times by the "
+            f"autoencoder (autoencoder.block_out_channels has {levels} levels)"
+        )
+    return size // 2 ** (levels - 1)
+
+
+def check_text_to_image(cfg: Mapping[str, Any]) -> None:
+    """The family needs captions, a text encoder whose context holds the prompts (checked when
+    they are tokenized) and shared batches for its subset models."""
+    ds = cfg["dataset"]
+    if ds.get("caption_templates") is None and ds.get("captions_csv") is None and (
+        ds["source"] != "coco"
+    ):
+        raise ConfigError(
+            "family = text_to_image needs captions: set dataset.caption_templates, "
+            "dataset.captions_csv (image_folder) or dataset.source: coco"
+        )
+    if not cfg["subsets"].get("shared_batches", True):
+        raise ConfigError("family = text_to_image needs subsets.shared_batches: true")
 
 
 def check_attribution(cfg: Mapping[str, Any]) -> None:

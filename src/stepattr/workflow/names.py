@@ -18,6 +18,9 @@ from typing import Any
 # dataset.source values (rules/datasets.smk, stepattr.datasets.prepare; config/schema.yaml's
 # enum must list the same); memory (MB) and wall time (minutes) of prepare_data per source:
 # CIFAR-10 holds the tarball's 60,000 images twice while it parses them; mnist5k is 5,000 digits
+# model families: pixel DDPMs (the paper's CIFAR setting) and text-to-image latent diffusion
+FAMILIES = ("pixel", "text_to_image")
+
 DATASET_SOURCES = {
     "mnist5k": {"mem_mb": 2000, "runtime": 10},
     "cifar10": {"mem_mb": 4000, "runtime": 60},

@@ -1,0 +1,74 @@
+"""Prompted samples of a text-to-image model: classifier-free guidance and prompt following."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet
+from stepattr.latents.autoencoder import build_autoencoder
+from stepattr.targets.prompts import prompt_following, prompt_latents
+from stepattr.transitions.classifier import ConvClassifier, predict_proba
+
+MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
+         "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
+AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
+      "norm_num_groups": 4, "seed": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    unet = build_unet(MODEL, 4, 4, cross_attention_dim=8).eval()
+    rng = np.random.default_rng(0)
+    states = {t: rng.standard_normal((3, 8)).astype(np.float32) for t in ["", "a 1", "a 2"]}
+    vae = build_autoencoder(AE, 1, 8).eval()
+    classifier = ConvClassifier(1, 8, 3, channels=[4], embed_dim=8).eval()
+    classifier.class_names = ["0", "1", "2"]
+    return unet, states, vae, classifier
+
+
+def test_guidance_combines_conditional_and_unconditional_predictions(parts) -> None:
+    unet, states, _, _ = parts
+    x, t = torch.randn(2, 4, 4, 4), torch.tensor([10, 700])
+    cond = torch.from_numpy(np.stack([states["a 1"], states["a 2"]]))
+    uncond = torch.from_numpy(states[""])
+    with torch.no_grad():
+        e_c = unet(x, t, encoder_hidden_states=cond).sample
+        e_u = unet(x, t, encoder_hidden_states=uncond.expand_as(cond)).sample
+        torch.testing.assert_close(GuidedUNet(unet, cond, uncond, 1.0)(x, t).sample, e_c)
+        torch.testing.assert_close(
+            GuidedUNet(unet, cond, uncond, 3.0)(x, t).sample, e_u + 3.0 * (e_c - e_u)
+        )
+
+
+def test_prompt_samples_are_seeded_per_sample(parts) -> None:
+    unet, states, _, _ = parts
+    run = lambda count: prompt_latents(unet, Schedule(), states, "a 1", 1, count, 2.0, 5, 7)  # noqa: E731
+    four, two = run(4), run(2)
+    # sample j does not depend on how many are drawn (up to batched float rounding)
+    torch.testing.assert_close(four[:2], two, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"'a 3' has no cached text states"):
+        prompt_latents(unet, Schedule(), states, "a 3", 0, 1, 1.0, 5, 7)
+
+
+def test_prompt_following_counts_the_classifiers_agreement(parts) -> None:
+    unet, states, vae, classifier = parts
+    prompts = [{"text": "a 1", "label": "1"}, {"text": "a 2", "label": "2"}, {"text": "a 2"}]
+    table, images = prompt_following(
+        unet, Schedule(), vae, 1.0, classifier, states, prompts, [1.0, 2.0], 3, 5, 7
+    )
+    assert images[2.0].shape == (9, 1, 8, 8)
+    first = images[1.0][:3]
+    expected = int((predict_proba(classifier, first).argmax(1) == 1).sum())
+    row = table[(table["prompt"] == "a 1") & (table["guidance"] == 1.0)].iloc[0]
+    assert row["agree"] == expected and row["n"] == 3
+    pooled = table[(table["prompt"] == "(all prompts)") & (table["guidance"] == 2.0)].iloc[0]
+    assert pooled["n"] == 6  # the unlabelled prompt is sampled but not counted
+    assert pooled["ci_low"] <= pooled["rate"] <= pooled["ci_high"]
+    with pytest.raises(ValueError, match=r"sampling\.prompts\[0\]\.label = '7' is not a class"):
+        prompt_following(
+            unet, Schedule(), vae, 1.0, classifier, states, [{"text": "a 1", "label": "7"}],
+            [1.0], 1, 5, 7,
+        )  # fmt: skip
