@@ -107,8 +107,10 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
     """The family needs captions, a text encoder whose context holds the prompts (checked when
     they are tokenized) and shared batches for its subset models."""
     ds = cfg["dataset"]
-    if ds.get("caption_templates") is None and ds.get("captions_csv") is None and (
-        ds["source"] != "coco"
+    if (
+        ds.get("caption_templates") is None
+        and ds.get("captions_csv") is None
+        and (ds["source"] != "coco")
     ):
         raise ConfigError(
             "family = text_to_image needs captions: set dataset.caption_templates, "
