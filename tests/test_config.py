@@ -30,6 +30,7 @@ CONFIGS = [
     "config/cifar2.yaml",
     "config/cifar10.yaml",
     "config/lds.yaml",
+    "config/digits_t2i.yaml",
 ]
 OVERLAYS = CONFIGS[1:]
 
@@ -198,3 +199,25 @@ def test_snakemake_stops_on_semantic_error(tmp_path: Path, default_cfg, run_snak
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert "model.norm_num_groups" in output, output
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        (
+            {"dataset": {"caption_templates": None}},
+            r"needs captions: set dataset\.caption_templates",
+        ),
+        ({"subsets": {"shared_batches": False}}, r"needs subsets\.shared_batches: true"),
+        (
+            {"dataset": {"image_size": 15}},
+            r"dataset\.image_size = 15 cannot be downsampled 1 times",
+        ),
+    ],
+)
+def test_text_to_image_config_errors_name_the_key(repo: Path, tmp_path: Path, changes, named):
+    cfg = load_config([repo / "config/digits_t2i.yaml"])
+    for section, values in changes.items():
+        cfg[section] = {**cfg[section], **values}
+    with pytest.raises(ConfigError, match=named):
+        check_config(cfg)
