@@ -14,6 +14,7 @@ CONFIGS = [
     "config/cifar10.yaml",
     "config/cifar2.yaml",
     "config/lds.yaml",
+    "config/digits_t2i.yaml",
 ]
 
 
@@ -71,3 +72,26 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+@pytest.mark.integration
+def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path) -> None:
+    """The text-to-image family's DAG (data with captions, autoencoder, text encoder,
+    conditional UNet, prompt following) end to end at ci.yaml's sizes."""
+    import pandas as pd
+
+    outdir = tmp_path / "results"
+    proc = run_snakemake(
+        "--cores", "2", "--configfile", "config/digits_t2i.yaml", "config/ci.yaml",
+        "--config", f"outdir={outdir}", "autoencoder={epochs: 1}",
+        "text_encoder={epochs: 2}", "sampling={prompt_samples: 2}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    table = pd.read_csv(outdir / "tables/prompt_following.csv")
+    assert set(table["guidance"]) == {1.0, 3.0}
+    pooled = table[table["prompt"] == "(all prompts)"]
+    assert (pooled["n"] == 20).all() and pooled["rate"].between(0, 1).all()
+    meta = pd.read_json(outdir / "models/full_0/config.json", typ="series")
+    assert meta["unet_class"] == "UNet2DConditionModel"
+    for name in ("autoencoder.png", "prompts.png"):
+        assert (outdir / "figures" / name).stat().st_size > 0, name
