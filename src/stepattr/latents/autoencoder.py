@@ -75,24 +75,25 @@ def load_autoencoder(source: str | os.PathLike, device: str | torch.device = "cp
     return vae.to(device).eval()
 
 
-def reconstruct(vae: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Decoded posterior means of uint8 images (N, C, H, W), as float in [-1, 1]."""
+def _over_batches(vae: Any, images: np.ndarray, batch_size: int, fn: Any) -> np.ndarray:
+    """``fn`` of uint8 images (N, C, H, W) in model space, batch by batch, without gradients."""
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = to_model_space(images[start : start + batch_size]).to(vae.device)
-            out.append(vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1).cpu())
+            out.append(fn(x).float().cpu())
     return torch.cat(out).numpy()
+
+
+def reconstruct(vae: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Decoded posterior means of uint8 images (N, C, H, W), as float in [-1, 1]."""
+    decode = lambda x: vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)  # noqa: E731
+    return _over_batches(vae, images, batch_size, decode)
 
 
 def encode_means(vae: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Posterior mean latents (N, latent_channels, h, w) of uint8 images, float32."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = to_model_space(images[start : start + batch_size]).to(vae.device)
-            out.append(vae.encode(x).latent_dist.mean.float().cpu())
-    return torch.cat(out).numpy()
+    return _over_batches(vae, images, batch_size, lambda x: vae.encode(x).latent_dist.mean)
 
 
 def train_autoencoder(
