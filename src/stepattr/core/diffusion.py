@@ -162,11 +162,11 @@ def build_unet(
     return cls(**unet_kwargs(model_cfg, image_size, channels, cross_attention_dim))
 
 
-def eps_model(unet: torch.nn.Module, states: torch.Tensor | None = None):
-    """Wrap a UNet as ``eps(x, t) -> tensor`` (diffusers returns an output object); a
-    conditional UNet gets the text ``states`` (B, L, D) of each row of x."""
+def eps_model(unet: torch.nn.Module):
+    """Wrap a UNet as ``eps(x, t[, states]) -> tensor`` (diffusers returns an output object);
+    a text-conditioned UNet gets the text ``states`` (B, L, D) of each row of x."""
 
-    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def eps(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         if states is None:
             return unet(x, t).sample
         return unet(x, t, encoder_hidden_states=states).sample

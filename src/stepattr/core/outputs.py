@@ -29,7 +29,7 @@ from stepattr.workflow.names import METHOD_OUTPUT_FUNCTIONS
 
 OUTPUT_FUNCTIONS = tuple(METHOD_OUTPUT_FUNCTIONS.values())
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+EpsFn = Callable[..., torch.Tensor]  # eps(x_t, t) or, text-conditioned, eps(x_t, t, states)
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -76,10 +76,13 @@ def output_value(
     noises: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     mask: torch.Tensor | None = None,
+    states: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-example output ``(B,)`` for images ``x0 (B,C,H,W)`` and draws ``(B,J)``, ``(B,J,C,H,W)``.
 
     ``mask`` (H, W) or (C, H, W) weights the residual before the pixel mean (patch attribution).
+    ``states`` (B, J, L, D): the text states of each draw (the text-to-image family), handed to
+    ``eps_fn`` as its third argument; None for an unconditional model.
     """
     if kind not in OUTPUT_FUNCTIONS:
         raise ValueError(f"unknown output function {kind!r}; expected one of {OUTPUT_FUNCTIONS}")
@@ -88,12 +91,23 @@ def output_value(
     flat_n = noises.reshape(b * j, *noises.shape[2:])
     flat_x0 = x0.unsqueeze(1).expand(b, j, *x0.shape[1:]).reshape(b * j, *x0.shape[1:])
     x_t = add_noise(flat_x0, flat_n, flat_t, alphas_cumprod)
-    eps = eps_fn(x_t, flat_t)
+    if states is None:
+        eps = eps_fn(x_t, flat_t)
+    else:
+        eps = eps_fn(x_t, flat_t, states.reshape(b * j, *states.shape[2:]).to(x_t.dtype))
     residual = eps - flat_n if kind == "loss" else eps
     if mask is not None:
         residual = residual * mask.to(residual.dtype)
     per_draw = residual.pow(2).flatten(1).mean(dim=1)
     return per_draw.reshape(b, j).sum(dim=1)
+
+
+def per_draw(states: torch.Tensor | None, rows: slice, draws: int) -> torch.Tensor | None:
+    """Each example's states ``(m, L, D)`` -> ``(B, draws, L, D)`` for the examples ``rows``."""
+    if states is None:
+        return None
+    part = states[rows]
+    return part.unsqueeze(1).expand(part.shape[0], draws, *part.shape[1:])
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -110,11 +124,12 @@ def step_losses(
     seed: int,
     alphas_cumprod: torch.Tensor,
     batch_size: int = 256,
+    states: torch.Tensor | None = None,
 ) -> np.ndarray:
     """``f`` (m, G): the loss output function of every target at every grid step.
 
     ``x0hat`` (m, G, C, H, W) on the model's device; ``batch_size`` bounds the images per
-    forward pass (targets x resamples).
+    forward pass (targets x resamples); ``states`` (m, L, D): each target's prompt states.
     """
     m, shape = x0hat.shape[0], tuple(x0hat.shape[2:])
     out = np.empty((m, len(grid)), dtype=np.float64)
@@ -130,6 +145,7 @@ def step_losses(
                 ts.to(x0hat.device),
                 ns.to(x0hat.device),
                 alphas_cumprod,
+                states=per_draw(states, rows, resamples),
             )
             out[rows, g] = values.double().cpu().numpy()
     return out
@@ -144,8 +160,10 @@ def diffusion_losses(
     seed: int,
     alphas_cumprod: torch.Tensor,
     batch_size: int = 256,
+    states: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """``dtrak`` (m,): each image's diffusion loss averaged over ``draws`` uniform timesteps."""
+    """``dtrak`` (m,): each image's diffusion loss averaged over ``draws`` uniform timesteps
+    (under its ``states`` (m, L, D), where given)."""
     m, shape = x0.shape[0], tuple(x0.shape[1:])
     num_timesteps = len(alphas_cumprod)
     out = np.empty(m, dtype=np.float64)
@@ -153,7 +171,8 @@ def diffusion_losses(
         ids = [int(i) for i in target_ids[rows]]
         ts, ns = train_draws(seed, ids, draws, shape, num_timesteps)
         values = output_value(
-            eps_fn, "loss", x0[rows], ts.to(x0.device), ns.to(x0.device), alphas_cumprod
-        )
+            eps_fn, "loss", x0[rows], ts.to(x0.device), ns.to(x0.device), alphas_cumprod,
+            states=per_draw(states, rows, draws),
+        )  # fmt: skip
         out[rows] = values.double().cpu().numpy() / draws
     return out

@@ -21,6 +21,7 @@ from stepattr.core.images import load_captions
 from stepattr.core.seeds import numpy_rng
 
 CAPTION_DRAW = 10  # seed stream (after stepattr.core.seeds' tags)
+FEATURE_CAPTION_DRAW = 14  # seed stream of the captions of TRAK's per-example draws
 
 
 class CaptionConditioning:
@@ -60,6 +61,19 @@ class CaptionConditioning:
         pick = (rng.random(len(idx)) * self.counts[idx]).astype(np.int64)
         rows = self.table[idx, pick]
         return np.where(rng.random(len(idx)) < self.dropout, self.empty, rows)
+
+    def draw_states(self, indices: Sequence[int], num_draws: int, seed: int) -> torch.Tensor:
+        """States (B, K, L, D) of K draws per training example: each draw one of the example's
+        captions, or with probability ``dropout`` the empty one, as in training, so that the
+        features are gradients of the training loss of the example. Seeded by (seed, example),
+        never by batch or shard."""
+        rows = np.empty((len(indices), num_draws), dtype=np.int64)
+        for b, index in enumerate(indices):
+            rng = numpy_rng(FEATURE_CAPTION_DRAW, seed, int(index))
+            pick = (rng.random(num_draws) * self.counts[index]).astype(np.int64)
+            drop = rng.random(num_draws) < self.dropout
+            rows[b] = np.where(drop, self.empty, self.table[index, pick])
+        return self.states[torch.from_numpy(rows)]
 
     def batch(self, idx: np.ndarray, step: int) -> torch.Tensor:
         """States (B, L, D) for the examples ``idx`` of batch ``step``."""

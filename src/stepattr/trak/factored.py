@@ -18,9 +18,9 @@ rows; forward hooks project the layer inputs, tensor hooks on the layer outputs 
 output gradients and add each example's ``k_out x k_in`` block. Parameters do not require grad
 during that pass, so no weight gradient is computed at all.
 
-Bias and GroupNorm parameters are small: their per-example gradients are formed exactly (a
-bias gradient is the sum of gout over positions; a GroupNorm weight's is the sum of gout times
-the normalised input) and concatenated in ``named_parameters`` order into one "small block",
+Bias, GroupNorm and LayerNorm parameters are small: their per-example gradients are formed
+exactly (a bias gradient is the sum of gout over positions; a norm weight's is the sum of gout
+times the normalised input) and concatenated in ``named_parameters`` order into one "small block",
 which is projected by a dense seeded :class:`~stepattr.trak.projectors.TorchProjector`, or kept
 exact when its share of the budget holds it. A model with any other trainable parameter is
 refused (naming it), so no parameter is silently left out.
@@ -70,6 +70,7 @@ from stepattr.trak.projectors import TorchProjector
 
 FACTOR_KIND = "rademacher"
 FACTORED_MODULES = (nn.Conv2d, nn.Linear)
+NORM_MODULES = (nn.GroupNorm, nn.LayerNorm)  # affine parameters go to the small block
 # seed streams (first key after the model seed) of the four kinds of matrices
 OUT_FACTOR, IN_FACTOR, SMALL_BLOCK, MIXER = 0, 1, 2, 3
 
@@ -142,8 +143,8 @@ def plan_factors(model: nn.Module, dim: int) -> FactorPlan:
     """The factored layout of a model for a budget of ``dim`` (works on the meta device too).
 
     Raises, naming the parameter, if a trainable parameter is neither a Conv2d/Linear weight
-    (factored) nor a Conv2d/Linear bias or a GroupNorm weight/bias (small block), or if a conv
-    is grouped or pads other than with zeros.
+    (factored) nor a Conv2d/Linear bias or a GroupNorm/LayerNorm weight/bias (small block), or
+    if a conv is grouped or pads other than with zeros.
     """
     layers, shapes, small, small_params = [], [], [], 0
     for name, param in model.named_parameters():
@@ -161,15 +162,15 @@ def plan_factors(model: nn.Module, dim: int) -> FactorPlan:
             layers.append(name.rpartition(".")[0])
             shapes.append((param.shape[0], param[0].numel()))
         elif (factored and leaf == "bias") or (
-            isinstance(module, nn.GroupNorm) and leaf in ("weight", "bias")
+            isinstance(module, NORM_MODULES) and leaf in ("weight", "bias")
         ):
             small.append(name)
             small_params += param.numel()
         else:
             raise ValueError(
                 f"parameter {name} ({type(module).__name__}.{leaf}) is not covered by the "
-                "factored projection (Conv2d/Linear weights and their biases, GroupNorm "
-                "affine); use a dense attribution.projector"
+                "factored projection (Conv2d/Linear weights and their biases, GroupNorm and "
+                "LayerNorm affine); use a dense attribution.projector"
             )
     widths, small_dim = factor_widths(shapes, dim, small_params)
     return FactorPlan(
@@ -302,11 +303,28 @@ class FactoredFeaturizer:
 
         return forward
 
-    def _norm_hook(self, acc: _Accumulator, module: nn.GroupNorm, weight: str | None, bias):
+    def _norm_hook(self, acc: _Accumulator, module: nn.Module, weight: str | None, bias):
+        """Exact per-row gradients of a GroupNorm's or LayerNorm's affine parameters: the sum
+        over positions of gout (bias) and of gout times the normalised input (weight)."""
+        if isinstance(module, nn.GroupNorm):
+
+            def normalize(x: torch.Tensor) -> torch.Tensor:
+                return F.group_norm(x, module.num_groups, eps=module.eps)
+
+            def per_row(y: torch.Tensor) -> torch.Tensor:  # (N, C, ...) -> (N, C)
+                return y.flatten(2).sum(2)
+        else:
+            size = math.prod(module.normalized_shape)
+
+            def normalize(x: torch.Tensor) -> torch.Tensor:
+                return F.layer_norm(x, module.normalized_shape, eps=module.eps)
+
+            def per_row(y: torch.Tensor) -> torch.Tensor:  # (N, ..., *shape) -> (N, size)
+                return y.reshape(y.shape[0], -1, size).sum(1)
+
         def backward(x: torch.Tensor, g: torch.Tensor) -> None:
-            normalized = F.group_norm(x, module.num_groups, eps=module.eps)
-            acc.add_small(weight, (g * normalized).flatten(2).sum(2))
-            acc.add_small(bias, g.flatten(2).sum(2))
+            acc.add_small(weight, per_row(g * normalize(x)))
+            acc.add_small(bias, per_row(g))
 
         def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             return watch_gradient(output, partial(backward, args[0].detach()))
@@ -325,7 +343,7 @@ class FactoredFeaturizer:
             hook = self._layer_hook(acc, index, name_if_small(name, "bias"))
             handles.append(self.model.get_submodule(name).register_forward_hook(hook))
         for name, module in self.model.named_modules():
-            if isinstance(module, nn.GroupNorm):
+            if isinstance(module, NORM_MODULES):
                 weight, bias = name_if_small(name, "weight"), name_if_small(name, "bias")
                 if weight or bias:
                     hook = self._norm_hook(acc, module, weight, bias)
@@ -340,12 +358,15 @@ class FactoredFeaturizer:
         timesteps: torch.Tensor,
         noises: torch.Tensor,
         mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Features ``(B, dim)``: the factored projection of each example's gradient."""
+        """Features ``(B, dim)``: the factored projection of each example's gradient (the
+        cross-attention's key and value layers, which read the ``states``, included)."""
         x0 = x0.to(self._device, self._dtype)
         timesteps = timesteps.to(self._device)
         noises = noises.to(self._device, self._dtype)
         mask = None if mask is None else mask.to(self._device, self._dtype)
+        states = None if states is None else states.to(self._device, self._dtype)
         acc = _Accumulator(self.plan, self.model, x0.shape[0], x0)
         draws = timesteps.shape[1]
         step = draws if self.draws_per_pass is None else max(1, int(self.draws_per_pass))
@@ -366,6 +387,7 @@ class FactoredFeaturizer:
                     noises[:, part],
                     self.alphas_cumprod,
                     mask,
+                    None if states is None else states[:, part],
                 )
                 value.sum().backward()
         finally:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, target_draws, train_draws
+from stepattr.core.outputs import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
+from stepattr.training.conditioning import CaptionConditioning
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model
 from stepattr.trak.projectors import Projector, make_projector
@@ -41,8 +42,10 @@ class Featurizer(Protocol):
         timesteps: torch.Tensor,
         noises: torch.Tensor,
         mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` -> features ``(B, k)``."""
+        """``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)``, for a text-conditioned
+        model ``states (B,J,L,D)`` -> features ``(B, k)``."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class GradientFeaturizer:
         timesteps: torch.Tensor,
         noises: torch.Tensor,
         mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         grads = per_example_gradients(
             self.model,
@@ -95,6 +99,7 @@ class GradientFeaturizer:
             noises.to(self._device, self._dtype),
             None if mask is None else mask.to(self._device, self._dtype),
             self.draws_per_pass,
+            None if states is None else states.to(self._device, self._dtype),
         )
         return self.projector.project(grads)
 
@@ -149,11 +154,14 @@ def train_features(
     num_train_timesteps: int,
     batch_size: int,
     progress: bool = False,
+    conditioning: CaptionConditioning | None = None,
 ) -> np.ndarray:
-    """Features ``(N, k)`` float32 of training images ``(N,C,H,W)`` in [-1, 1].
+    """Features ``(N, k)`` float32 of training images ``(N,C,H,W)`` in [-1, 1] (or latents).
 
     ``indices`` are the images' positions in the training split: they seed each example's
-    K = ``num_draws`` (timestep, noise) draws, so a shard gives the rows the whole split gives.
+    K = ``num_draws`` (timestep, noise) draws, so a shard gives the rows the whole split gives;
+    with ``conditioning`` (text-to-image) also each draw's caption, dropout included
+    (:meth:`~stepattr.training.conditioning.CaptionConditioning.draw_states`).
     """
     if len(indices) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(indices)} indices")
@@ -164,7 +172,11 @@ def train_features(
         ts, ns = train_draws(
             seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps
         )
-        out[start:stop] = featurizer(images[start:stop], ts, ns).float().cpu().numpy()
+        states = None
+        if conditioning is not None:
+            states = conditioning.draw_states(indices[start:stop], num_draws, seed)
+        feats = featurizer(images[start:stop], ts, ns, states=states)
+        out[start:stop] = feats.float().cpu().numpy()
     return out
 
 
@@ -178,12 +190,14 @@ def target_features(
     batch_size: int,
     mask: torch.Tensor | None = None,
     progress: bool = False,
+    states: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Target features ``(N, G, k)`` float32: gradients of f_t around x0hat[:, g], t = grid[g].
 
     ``target_ids`` are global target numbers; with the step they seed the R = ``num_draws``
     noises, so every model is evaluated with the same noises. ``mask`` (H, W) or (C, H, W)
-    restricts the output function to a patch.
+    restricts the output function to a patch. ``states`` (N, L, D): each target's prompt
+    states (text-to-image), the same at every draw.
     """
     n, g = x0hat.shape[:2]
     if g != len(grid) or len(target_ids) != n:
@@ -198,6 +212,7 @@ def target_features(
         ts, ns = target_draws(
             seed, target_ids[start:stop], int(grid[gi]), num_draws, x0hat.shape[2:]
         )
-        feats = featurizer(x0hat[start:stop, gi], ts, ns, mask)
+        rows = slice(start, stop)
+        feats = featurizer(x0hat[rows, gi], ts, ns, mask, per_draw(states, rows, num_draws))
         out[start:stop, gi] = feats.float().cpu().numpy()
     return out

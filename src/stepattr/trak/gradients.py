@@ -55,11 +55,13 @@ def per_example_gradients(
     noises: torch.Tensor,
     mask: torch.Tensor | None = None,
     draws_per_pass: int | None = None,
+    states: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Gradients ``(B, p)`` of ``output_value`` for each of B examples.
 
-    ``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` as for
-    :func:`stepattr.core.outputs.output_value`; ``mask`` is shared by all examples. The model must
+    ``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` and the text-conditioned
+    model's ``states (B,J,L,D)`` as for :func:`stepattr.core.outputs.output_value`; ``mask`` is
+    shared by all examples. The model must
     have gone through :func:`prepare_model`. One vmap pass holds the activations of B x
     ``draws_per_pass`` images (default: all J draws at once); the gradient of the sum over
     draws is accumulated over passes, so only one ``(B, p)`` gradient is ever formed. Callers
@@ -71,20 +73,22 @@ def per_example_gradients(
     buffers = {name: buf.detach() for name, buf in model.named_buffers()}
     state = {**frozen, **buffers}
 
-    def single(p: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor, n: torch.Tensor):
-        def eps(x_t: torch.Tensor, t_batch: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, (p, state), (x_t, t_batch)).sample
+    def single(p: dict[str, torch.Tensor], x, t, n, s=None) -> torch.Tensor:
+        def eps(x_t: torch.Tensor, t_batch: torch.Tensor, st: torch.Tensor | None = None):
+            kwargs = None if st is None else {"encoder_hidden_states": st}
+            return functional_call(model, (p, state), (x_t, t_batch), kwargs).sample
 
-        return output_value(eps, kind, x[None], t[None], n[None], alphas_cumprod, mask)[0]
+        s = None if s is None else s[None]
+        return output_value(eps, kind, x[None], t[None], n[None], alphas_cumprod, mask, s)[0]
 
-    batched = vmap(grad(single), in_dims=(None, 0, 0, 0))
+    batched = vmap(grad(single), in_dims=(None, 0, 0, 0) + ((0,) if states is not None else ()))
     draws = timesteps.shape[1]
     step = draws if draws_per_pass is None else max(1, int(draws_per_pass))
     total: dict[str, torch.Tensor] = {}
     for start in range(0, draws, step):
-        part = batched(
-            params, x0, timesteps[:, start : start + step], noises[:, start : start + step]
-        )
+        draws_now = slice(start, start + step)
+        extra = () if states is None else (states[:, draws_now],)
+        part = batched(params, x0, timesteps[:, draws_now], noises[:, draws_now], *extra)
         for name in names:
             total[name] = part[name] if name not in total else total[name].add_(part[name])
         del part
