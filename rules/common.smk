@@ -80,6 +80,15 @@ def autoencoder_hub_id():
     return pretrained if pretrained is not None and not Path(pretrained).is_dir() else None
 
 
+def conditioning_inputs():
+    """The text-to-image family's latent cache and the text states its UNet is conditioned on,
+    for the jobs that train it or run it on training examples or targets; nothing for the
+    pixel family."""
+    if config["family"] != "text_to_image":
+        return {}
+    return {"latents": f"{OUT}/latents/latents.npz", "text_states": f"{OUT}/text/states.npz"}
+
+
 def all_outputs():
     """Every final output of the DAG: what `rule all` builds (each stage's *_outputs)."""
     if config["family"] == "text_to_image":
@@ -99,10 +108,20 @@ def all_outputs():
 
 def text_to_image_outputs():
     """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
-    and text encoder, the full models, and their prompt following."""
-    models = [f"{MODELS}/{m}/{name}" for m in full_model_ids() for name in MODEL_FILES]
+    and text encoder, the full and subset models, their prompt following, the prompted
+    targets, TRAK scores and the LDS tables and figure."""
     prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
-    return datasets_outputs() + latents_outputs() + text_outputs() + models + prompts
+    targets = target_files() + [f"{TARGETS}/generated.png"]
+    return (
+        datasets_outputs()
+        + latents_outputs()
+        + text_outputs()
+        + training_outputs()
+        + prompts
+        + targets
+        + featurize_outputs()
+        + lds_outputs()
+    )
 
 
 def score_files(method):

@@ -11,6 +11,7 @@ rule eval_subset_outputs:
         model=model_file("{model_id}"),
         model_config=f"{MODELS}/{{model_id}}/config.json",
         targets=target_files(),
+        **conditioning_inputs(),
     output:
         f"{LDS_DIR}/outputs/{{model_id}}.npz",
     wildcard_constraints:

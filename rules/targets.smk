@@ -8,6 +8,7 @@ include: "functions/targets.smk"
 
 rule sample_targets:
     input:
+        unpack(sample_targets_inputs),
         model=model_file("full_0"),
         model_config=f"{MODELS}/full_0/config.json",
     output:
@@ -22,6 +23,10 @@ rule sample_targets:
         grid=config["sampling"]["grid"],
         inference_steps=config["sampling"]["inference_steps"],
         seed=config["sampling"]["seed"],
+        family=config["family"],
+        prompts=config["sampling"]["prompts"],
+        guidance=config["sampling"]["target_guidance"],
+        hub_id=autoencoder_hub_id(),
         device=config["device"],
     conda:
         "../envs/torch.yaml"

@@ -11,6 +11,7 @@ rule featurize_train:
         model=model_file("{model_id}"),
         model_config=f"{MODELS}/{{model_id}}/config.json",
         train=f"{DATA}/train.npz",
+        **conditioning_inputs(),
     output:
         features=temp(f"{FEATURES}/{{method}}/{{model_id}}/train_{{shard}}.npy"),
         info=temp(f"{FEATURES}/{{method}}/{{model_id}}/train_{{shard}}.json"),
@@ -25,6 +26,7 @@ rule featurize_train:
         output_function=method_output_function,
         projector=method_projector,
         attribution=featurize_settings(),
+        caption_dropout=config["train"]["caption_dropout"],
         device=config["device"],
     conda:
         "../envs/torch.yaml"
@@ -64,6 +66,7 @@ rule featurize_targets:
         model=model_file("{model_id}"),
         model_config=f"{MODELS}/{{model_id}}/config.json",
         targets=f"{TARGETS}/{{target_set}}.npz",
+        **conditioning_inputs(),
     output:
         features=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}.npy",
         info=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}.json",

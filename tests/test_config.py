@@ -213,6 +213,9 @@ def test_snakemake_stops_on_semantic_error(tmp_path: Path, default_cfg, run_snak
             {"dataset": {"image_size": 15}},
             r"dataset\.image_size = 15 cannot be downsampled 1 times",
         ),
+        ({"sampling": {"prompts": []}}, r"needs sampling\.prompts"),
+        ({"sampling": {"num_validation": 4}}, r"set sampling\.num_validation: 0"),
+        ({"influence": {"methods": ["kfac"]}}, r"set influence\.methods: \[\]"),
     ],
 )
 def test_text_to_image_config_errors_name_the_key(repo: Path, tmp_path: Path, changes, named):

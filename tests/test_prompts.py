@@ -8,7 +8,8 @@ import torch
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet
 from stepattr.latents.autoencoder import build_autoencoder
-from stepattr.targets.prompts import prompt_following, prompt_latents
+from stepattr.targets.generate import check_targets
+from stepattr.targets.prompts import prompt_following, prompt_latents, prompted_targets
 from stepattr.transitions.classifier import ConvClassifier, predict_proba
 
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
@@ -45,7 +46,7 @@ def test_guidance_combines_conditional_and_unconditional_predictions(parts) -> N
 
 def test_prompt_samples_are_seeded_per_sample(parts) -> None:
     unet, states, _, _ = parts
-    run = lambda count: prompt_latents(unet, Schedule(), states, "a 1", 1, count, 2.0, 5, 7)  # noqa: E731
+    run = lambda count: prompt_latents(unet, Schedule(), states, "a 1", 1, count, 2.0, 5, 7)[0]  # noqa: E731
     four, two = run(4), run(2)
     # sample j does not depend on how many are drawn (up to batched float rounding)
     torch.testing.assert_close(four[:2], two, rtol=1e-4, atol=1e-4)
@@ -72,3 +73,31 @@ def test_prompt_following_counts_the_classifiers_agreement(parts) -> None:
             unet, Schedule(), vae, 1.0, classifier, states, [{"text": "a 1", "label": "7"}],
             [1.0], 1, 5, 7,
         )  # fmt: skip
+
+
+def test_prompted_targets_cycle_the_prompts_and_record_latent_trajectories(parts) -> None:
+    unet, states, vae, _ = parts
+    prompts = [{"text": "a 1", "label": "1"}, {"text": "a 2", "label": None}]
+    grid = [600, 0]
+    args = (unet, Schedule(), vae, 2.0, states, prompts, ["0", "1", "2"])
+    arrays = prompted_targets(*args, 5, grid, 5, 3.0, 7)
+    check_targets(arrays)
+    assert arrays["prompt"].tolist() == ["a 1", "a 2", "a 1", "a 2", "a 1"]
+    assert arrays["label"].tolist() == [1, -1, 1, -1, 1]
+    assert arrays["x_t"].shape == (5, 2, 4, 4, 4) and arrays["decoded_x0hat"].shape == (
+        5,
+        2,
+        1,
+        8,
+        8,
+    )
+    # target 2 is sample 1 of prompt 0, with the trajectory that sampling records
+    x0, recorded = prompt_latents(unet, Schedule(), states, "a 1", 0, 3, 3.0, 5, 7,
+                                  stream=5, record=grid)  # fmt: skip
+    np.testing.assert_allclose(arrays["x0"][2], x0[1].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(arrays["x0hat"][2, 0], recorded[600][1][1].numpy(), rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    assert np.abs(arrays["x0hat"]).max() > 0 and np.abs(arrays["decoded_x0"]).max() <= 1
+    with pytest.raises(ValueError, match=r"sampling\.prompts\[0\]\.label = '7'"):
+        prompted_targets(unet, Schedule(), vae, 2.0, states, [{"text": "a 1", "label": "7"}],
+                         ["0", "1"], 1, grid, 5, 3.0, 7)  # fmt: skip

@@ -21,6 +21,7 @@ from stepattr.targets.generate import (
     save_targets,
     validation_targets,
 )
+from stepattr.targets.sets import load_target_sets, prompt_states
 from stepattr.workflow.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,3 +140,51 @@ def test_png_grid_upscales_each_image(generated, tmp_path):
     tile = pixels[1:65, 1:65]
     expected = np.clip(np.round((generated["x0"][0, 0] + 1) * 127.5), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(tile[::8, ::8], expected)
+
+
+def text_to_image_set(generated: dict[str, np.ndarray], first_id: int = 0) -> dict:
+    """A prompted (text-to-image) target set in the format's shape: 4-channel latents with
+    their prompts and decoded images."""
+    n, g = generated["x0hat"].shape[:2]
+    latent = np.repeat(generated["x0hat"], 4, axis=2) * 3  # latents are not clipped
+    return dict(
+        generated,
+        x_t=latent,
+        x0hat=latent,
+        x0=latent[:, -1],
+        target_id=np.arange(first_id, first_id + n, dtype=np.int64),
+        prompt=np.array([f"a {i}" for i in range(n)]),
+        decoded_x0hat=generated["x0hat"],
+        decoded_x0=generated["x0"],
+    )
+
+
+def test_text_to_image_targets_keep_prompts_and_decoded_images(generated, tmp_path):
+    arrays = text_to_image_set(generated)
+    check_targets(arrays)
+    save_targets(tmp_path / "generated.npz", arrays)
+    with pytest.raises(ValueError, match=r"has \['prompt'\] but not all of"):
+        check_targets({k: v for k, v in arrays.items() if not k.startswith("decoded")})
+    with pytest.raises(ValueError, match=r"decoded_x0 is float64"):
+        check_targets(dict(arrays, decoded_x0=arrays["decoded_x0"].astype(np.float64)))
+    sets = load_target_sets([tmp_path / "generated.npz"], ["generated"])
+    assert sets.prompt.tolist() == ["a 0", "a 1", "a 2"]
+    assert sets.index()["prompt"].tolist() == ["a 0", "a 1", "a 2"]
+    np.testing.assert_array_equal(sets.image_x0hat, generated["x0hat"])  # decoded, not latents
+    assert sets.x0hat.shape[2] == 4
+    save_targets(tmp_path / "pixel.npz", dict(generated, target_id=np.arange(3, 6)))
+    with pytest.raises(ValueError, match="mixes text-to-image and pixel target sets"):
+        load_target_sets([tmp_path / "generated.npz", tmp_path / "pixel.npz"], ["a", "b"])
+    # each target's prompt states, from the text-state cache
+    texts = np.array(["", "a 0", "a 1", "a 2"])
+    states = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    np.savez(tmp_path / "states.npz", texts=texts, states=states)
+    got = prompt_states(sets, tmp_path / "states.npz")
+    np.testing.assert_array_equal(got.numpy(), states[1:])
+    np.savez(tmp_path / "few.npz", texts=texts[:2], states=states[:2])
+    with pytest.raises(ValueError, match=r"few\.npz: no states for the targets' prompt 'a 1'"):
+        prompt_states(sets, tmp_path / "few.npz")
+    with pytest.raises(ValueError, match="text-to-image targets need text states"):
+        prompt_states(sets, None)
+    pixel = load_target_sets([tmp_path / "pixel.npz"], ["generated"])
+    assert prompt_states(pixel, None) is None and pixel.image_x0hat is pixel.x0hat

@@ -77,14 +77,15 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
 @pytest.mark.integration
 def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path) -> None:
     """The text-to-image family's DAG (data with captions, autoencoder, text encoder,
-    conditional UNet, prompt following) end to end at ci.yaml's sizes."""
+    conditional UNet, prompt following, prompted latent targets, TRAK under the prompts, LDS)
+    end to end at ci.yaml's sizes."""
+    import numpy as np
     import pandas as pd
 
     outdir = tmp_path / "results"
     proc = run_snakemake(
         "--cores", "2", "--configfile", "config/digits_t2i.yaml", "config/ci.yaml",
-        "--config", f"outdir={outdir}", "autoencoder={epochs: 1}",
-        "text_encoder={epochs: 2}", "sampling={prompt_samples: 2}",
+        "config/ci_t2i.yaml", "--config", f"outdir={outdir}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = pd.read_csv(outdir / "tables/prompt_following.csv")
@@ -93,5 +94,17 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     assert (pooled["n"] == 20).all() and pooled["rate"].between(0, 1).all()
     meta = pd.read_json(outdir / "models/full_0/config.json", typ="series")
     assert meta["unet_class"] == "UNet2DConditionModel"
-    for name in ("autoencoder.png", "prompts.png"):
+    for name in ("autoencoder.png", "prompts.png", "lds.png"):
         assert (outdir / "figures" / name).stat().st_size > 0, name
+    prompts = [f"a handwritten digit {i}" for i in range(4)]  # target i under prompt i mod 10
+    with np.load(outdir / "targets/generated.npz") as targets:
+        assert targets["prompt"].tolist() == prompts
+        assert targets["label"].tolist() == [0, 1, 2, 3]
+        assert targets["x0hat"].shape[2] == 4  # latents
+        assert targets["decoded_x0hat"].shape[2] == 1  # images
+    index = pd.read_csv(outdir / "scores/trak/index.csv")
+    assert index["prompt"].tolist() == prompts
+    scores = np.load(outdir / "scores/trak/scores.npy")
+    assert scores.shape == (4, 3, 300) and np.isfinite(scores).all()
+    lds = pd.read_csv(outdir / "tables/lds.csv")
+    assert {"trak", "dtrak", "trak_factored", "pixel", "random"} <= set(lds["method"])

@@ -7,3 +7,11 @@ def targets_outputs():
     if config["sampling"]["num_preview"]:
         files += [f"{TARGETS}/preview.npy", f"{TARGETS}/preview.png"]
     return files
+
+
+def sample_targets_inputs(wildcards):
+    """Prompted targets (text-to-image) also read the autoencoder, latents, states and the
+    split's class names."""
+    if config["family"] != "text_to_image":
+        return {}
+    return {**conditioning_inputs(), "autoencoder": autoencoder_files(), "train": f"{DATA}/train.npz"}

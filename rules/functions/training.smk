@@ -58,10 +58,3 @@ def training_outputs():
     files = [f"{MODELS}/{m}/{name}" for m in models for name in MODEL_FILES]
     return files + [f"{OUT}/subsets/masks.npy", f"{OUT}/subsets/subsets.csv"]
 
-
-def conditioning_inputs():
-    """The text-to-image family's extra training inputs: the latent cache and the text states
-    the UNet is conditioned on (none for the pixel family)."""
-    if config["family"] != "text_to_image":
-        return {}
-    return {"latents": f"{OUT}/latents/latents.npz", "text_states": f"{OUT}/text/states.npz"}

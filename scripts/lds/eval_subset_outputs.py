@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import save_npz  # noqa: E402
 from stepattr.lds.ground_truth import subset_model_outputs  # noqa: E402
-from stepattr.targets.sets import load_target_sets  # noqa: E402
+from stepattr.targets.sets import load_target_sets, prompt_states  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 targets = load_target_sets(smk.input.targets, smk.params.target_sets)
@@ -24,6 +24,7 @@ outputs = subset_model_outputs(
     dtrak_seed=smk.params.dtrak_seed,
     batch_size=smk.params.batch_size,
     device=resolve_device(smk.params.device),
+    states=prompt_states(targets, smk.input.get("text_states")),
 )
 print(
     f"{smk.wildcards.model_id}: f {outputs['f'].shape}, mean {outputs['f'].mean():.5f}; "

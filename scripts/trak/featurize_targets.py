@@ -21,4 +21,5 @@ featurize_target_set(
     projector=smk.params.projector,
     attribution=dict(smk.params.attribution),
     device=smk.params.device,
+    text_states=smk.input.get("text_states"),
 )

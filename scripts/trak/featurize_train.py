@@ -21,4 +21,7 @@ featurize_train_shard(
     shard=int(smk.wildcards.shard),
     attribution=dict(smk.params.attribution),
     device=smk.params.device,
+    latents=smk.input.get("latents"),
+    text_states=smk.input.get("text_states"),
+    caption_dropout=float(smk.params.caption_dropout),
 )

@@ -43,15 +43,19 @@ def subset_model_outputs(
     dtrak_seed: int,
     batch_size: int,
     device: torch.device,
+    states: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
-    """``f`` (m, G) and ``dtrak`` (m,) of one trained model on every target (module docstring)."""
+    """``f`` (m, G) and ``dtrak`` (m,) of one trained model on every target (module docstring),
+    under each target's prompt ``states`` (m, L, D) for the text-to-image family."""
     unet, schedule, _ = load_model(model_dir, device)
     eps, ac = eps_model(unet), schedule.alphas_cumprod
     x0hat = torch.from_numpy(targets.x0hat).to(device)
     x0 = torch.from_numpy(targets.x0).to(device)
-    f = step_losses(eps, x0hat, targets.target_id, targets.grid, resamples, seed, ac, batch_size)
+    states = None if states is None else states.to(device)
+    ids, grid = targets.target_id, targets.grid
+    f = step_losses(eps, x0hat, ids, grid, resamples, seed, ac, batch_size, states)
     dtrak_stream = derive_seed(DTRAK_DRAWS, dtrak_seed)
-    dtrak = diffusion_losses(eps, x0, targets.target_id, dtrak_draws, dtrak_stream, ac, batch_size)
+    dtrak = diffusion_losses(eps, x0, ids, dtrak_draws, dtrak_stream, ac, batch_size, states)
     return {"f": f, "dtrak": dtrak, "target_id": targets.target_id, "grid": targets.grid}
 
 

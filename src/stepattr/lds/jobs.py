@@ -176,7 +176,7 @@ def baseline_scores(
     images, _, _ = load_split(train_split)
     features = load_method_features(*feature_paths)[:2] if feature_paths is not None else None
     train_images = to_model_space(images).numpy()
-    return baselines.compute(name, targets.x0hat, train_images, seed, embed, features)
+    return baselines.compute(name, targets.image_x0hat, train_images, seed, embed, features)
 
 
 def load_method_scores(

@@ -15,6 +15,11 @@ key             dtype    shape             meaning
 ``source_index``int64    (N,)              test-split index (validation), -1 (generated)
 ==============  =======  ================  ===============================================
 
+The text-to-image family's targets (:func:`stepattr.targets.prompts.prompted_targets`) are
+latents (unclipped) and carry three more keys: ``prompt`` (N,) str, the text whose states
+condition f_t; ``decoded_x0hat`` (N, G, c, h, w) and ``decoded_x0`` (N, c, h, w) float32, the
+autoencoder's images of x0hat_t and x_0 in [-1, 1] (what figures and pixel baselines show).
+
 ``generated``: ancestral DDPM sampling with model ``full_0`` on the sampler schedule
 ``Schedule.inference_timesteps(sampling.inference_steps)``; ``x0hat[:, g]`` is
 ``clip((x_t - sqrt(1 - a_t) eps(x_t, t)) / sqrt(a_t), -1, 1)`` at ``t = grid[g]`` (diffusers'
@@ -55,6 +60,11 @@ FIELDS = {  # key: (dtype, ndim)
     "target_id": (np.int64, 1),
     "label": (np.int64, 1),
     "source_index": (np.int64, 1),
+}
+TEXT_TO_IMAGE_FIELDS = {  # the text-to-image family's extra keys: (dtype kind, ndim)
+    "prompt": ("U", 1),
+    "decoded_x0hat": (np.float32, 5),
+    "decoded_x0": (np.float32, 4),
 }
 GRID_TILE_PIXELS = 64  # PNG grids upscale each image to at least this many pixels
 
@@ -180,12 +190,23 @@ def check_targets(arrays: Mapping[str, np.ndarray], where: str = "targets") -> N
         raise ValueError(f"{where}: grid has {len(arrays['grid'])} steps, x_t has {g}")
     if any(len(arrays[k]) != n for k in ("target_id", "label", "source_index")):
         raise ValueError(f"{where}: target_id, label and source_index need {n} entries")
+    present = [key for key in TEXT_TO_IMAGE_FIELDS if key in arrays]
+    if present and len(present) != len(TEXT_TO_IMAGE_FIELDS):
+        raise ValueError(f"{where}: has {present} but not all of {list(TEXT_TO_IMAGE_FIELDS)}")
+    for key in present:
+        kind, ndim = TEXT_TO_IMAGE_FIELDS[key]
+        ok = arrays[key].dtype.kind == kind if isinstance(kind, str) else arrays[key].dtype == kind
+        if not ok or arrays[key].ndim != ndim or len(arrays[key]) != n:
+            raise ValueError(f"{where}: {key} is {arrays[key].dtype} {arrays[key].shape}")
+    if present and arrays["decoded_x0hat"].shape[1] != g:
+        raise ValueError(f"{where}: decoded_x0hat has {arrays['decoded_x0hat'].shape[1]} steps")
 
 
 def save_targets(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Check the format, then write the target set atomically."""
     check_targets(arrays, str(path))
-    save_npz(path, **{key: arrays[key] for key in FIELDS})
+    keys = [*FIELDS, *(key for key in TEXT_TO_IMAGE_FIELDS if key in arrays)]
+    save_npz(path, **{key: arrays[key] for key in keys})
 
 
 def save_grid_png(

@@ -8,6 +8,9 @@ Sample j of prompt p starts from noise keyed by (seed, p, j), so every guidance 
 denoises the same starting latents with the same noises. The table gives, per prompt and
 scale, how many samples the classifier puts in the prompt's class, with a Wilson interval,
 and a pooled row per scale.
+
+:func:`prompted_targets` samples the family's attribution targets the same way, recording
+their latent trajectories.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pandas as pd
 import torch
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, sample
-from stepattr.core.seeds import derive_seed
+from stepattr.core.seeds import GENERATED_TARGETS, derive_seed
 from stepattr.transitions.classifier import predict_proba
 from stepattr.transitions.curves import wilson_interval
 
@@ -38,22 +41,82 @@ def prompt_latents(
     guidance: float,
     inference_steps: int,
     seed: int,
-) -> torch.Tensor:
-    """``count`` latents (count, C, h, w) sampled under ``prompt`` at one guidance scale."""
+    stream: int = PROMPTED_SAMPLES,
+    record: Sequence[int] = (),
+) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """``count`` latents (count, C, h, w) sampled under ``prompt`` at one guidance scale, sample
+    j from noise keyed by (stream, seed, prompt_index, j), and (x_t, x0hat_t) at the steps
+    ``record`` (:func:`stepattr.core.diffusion.sample`)."""
     if prompt not in states:
         raise ValueError(f"sampling.prompts: {prompt!r} has no cached text states")
     cfg = unet.config
     shape = (int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
     generators = [
-        torch.Generator().manual_seed(derive_seed(PROMPTED_SAMPLES, seed, prompt_index, j))
+        torch.Generator().manual_seed(derive_seed(stream, seed, prompt_index, j))
         for j in range(count)
     ]
     x_start = torch.stack([torch.randn(shape, generator=g) for g in generators])
     cond = torch.from_numpy(states[prompt]).expand(count, *states[prompt].shape)
     guided = GuidedUNet(unet, cond, torch.from_numpy(states[""]), guidance)
     timesteps = schedule.inference_timesteps(inference_steps)
-    x0, _ = sample(guided, schedule, x_start, timesteps, generators, clip=False)
-    return x0
+    return sample(guided, schedule, x_start, timesteps, generators, record=record, clip=False)
+
+
+def prompted_targets(
+    unet: torch.nn.Module,
+    schedule: Schedule,
+    vae: Any,
+    scaling_factor: float,
+    states: Mapping[str, np.ndarray],
+    prompts: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    num: int,
+    grid: Sequence[int],
+    inference_steps: int,
+    guidance: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The text-to-image family's ``generated`` target set: target i is sample i // P of
+    prompt i % P (P prompts, in config order), sampled with guidance ``guidance``; its latent
+    trajectory (x_t, x0hat_t unclipped) at the grid steps, its prompt, the prompt's class
+    (-1 without a label) and the decoded x0hat_t and x_0 (for figures and pixel baselines)."""
+    if not prompts:
+        raise ValueError("family text_to_image: sampling.prompts is empty; targets need prompts")
+    names = [str(c) for c in class_names]
+    order = [(i % len(prompts), i // len(prompts)) for i in range(num)]
+    by_prompt = {}
+    for p, prompt in enumerate(prompts):
+        count = sum(1 for q, _ in order if q == p)
+        if count:
+            by_prompt[p] = prompt_latents(
+                unet, schedule, states, prompt["text"], p, count, guidance, inference_steps,
+                seed, stream=GENERATED_TARGETS, record=grid,
+            )  # fmt: skip
+    x_t = torch.stack([torch.stack([by_prompt[p][1][t][0][j] for t in grid]) for p, j in order])
+    x0hat = torch.stack([torch.stack([by_prompt[p][1][t][1][j] for t in grid]) for p, j in order])
+    x0 = torch.stack([by_prompt[p][0][j] for p, j in order])
+    labels = []
+    for p, _ in order:
+        label = prompts[p].get("label")
+        if label is not None and str(label) not in names:
+            raise ValueError(
+                f"sampling.prompts[{p}].label = {label!r} is not a class of the dataset "
+                f"({', '.join(names)})"
+            )
+        labels.append(-1 if label is None else names.index(str(label)))
+    decoded = decode(vae, x0hat.flatten(0, 1), scaling_factor)
+    return {
+        "x_t": x_t.numpy(),
+        "x0hat": x0hat.numpy(),
+        "x0": x0.numpy(),
+        "grid": np.asarray(grid, dtype=np.int64),
+        "target_id": np.arange(num, dtype=np.int64),
+        "label": np.asarray(labels, dtype=np.int64),
+        "source_index": np.full(num, -1, dtype=np.int64),
+        "prompt": np.array([prompts[p]["text"] for p, _ in order], dtype=str),
+        "decoded_x0hat": decoded.reshape(num, len(grid), *decoded.shape[1:]).numpy(),
+        "decoded_x0": decode(vae, x0, scaling_factor).numpy(),
+    }
 
 
 def decode(vae: Any, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:
@@ -83,7 +146,7 @@ def prompt_following(
     for scale in guidance_scales:
         decoded = []
         for p, prompt in enumerate(prompts):
-            latents = prompt_latents(
+            latents, _ = prompt_latents(
                 unet, schedule, states, prompt["text"], p, per_prompt, scale, inference_steps, seed
             )
             x = decode(vae, latents, scaling_factor)

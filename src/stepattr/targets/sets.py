@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
-from stepattr.targets.generate import check_targets
+from stepattr.targets.generate import TEXT_TO_IMAGE_FIELDS, check_targets
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,31 @@ class TargetSets:
     target_id: np.ndarray  # (m,) int64, unique
     label: np.ndarray  # (m,) int64, -1 where unknown
     target_set: np.ndarray  # (m,) str
+    prompt: np.ndarray | None = None  # (m,) str: text-to-image targets' prompts
+    decoded_x0hat: np.ndarray | None = None  # (m, G, c, h, w): their decoded x0hat_t
+    decoded_x0: np.ndarray | None = None  # (m, c, h, w)
+
+    @property
+    def image_x0hat(self) -> np.ndarray:
+        """x0hat_t as images: decoded for the text-to-image family, else x0hat itself."""
+        return self.x0hat if self.decoded_x0hat is None else self.decoded_x0hat
+
+    @property
+    def image_x0(self) -> np.ndarray:
+        """x_0 as images (see :attr:`image_x0hat`)."""
+        return self.x0 if self.decoded_x0 is None else self.decoded_x0
 
     def index(self) -> pd.DataFrame:
         """The ``index.csv`` that goes beside every ``scores.npy``: one line per row."""
-        return pd.DataFrame(
-            {
-                "row": np.arange(len(self.target_id)),
-                "target_set": self.target_set,
-                "target_id": self.target_id,
-                "label": self.label,
-            }
-        )
+        columns = {
+            "row": np.arange(len(self.target_id)),
+            "target_set": self.target_set,
+            "target_id": self.target_id,
+            "label": self.label,
+        }
+        if self.prompt is not None:
+            columns["prompt"] = self.prompt
+        return pd.DataFrame(columns)
 
 
 def load_target_sets(paths: Sequence[str | os.PathLike], names: Sequence[str]) -> TargetSets:
@@ -53,6 +68,10 @@ def load_target_sets(paths: Sequence[str | os.PathLike], names: Sequence[str]) -
             arrays = {key: data[key] for key in data.files}
         check_targets(arrays, str(path))
         part = {key: arrays[key] for key in ("x0hat", "x0", "grid", "target_id", "label")}
+        extra = {key: arrays[key] for key in TEXT_TO_IMAGE_FIELDS if key in arrays}
+        if parts and set(extra) != set(parts[0]) - {*part, "target_set"}:
+            raise ValueError(f"{path}: mixes text-to-image and pixel target sets")
+        part.update(extra)
         m = len(part["target_id"])
         if grid is not None and not np.array_equal(grid, part["grid"]):
             raise ValueError(f"{path}: grid {part['grid'].tolist()} differs from {grid.tolist()}")
@@ -69,4 +88,27 @@ def load_target_sets(paths: Sequence[str | os.PathLike], names: Sequence[str]) -
         target_id=ids,
         label=np.concatenate([p["label"] for p in parts]).astype(np.int64),
         target_set=np.concatenate([p["target_set"] for p in parts]),
-    )
+        **{key: np.concatenate([p[key] for p in parts]) for key in TEXT_TO_IMAGE_FIELDS
+           if key in parts[0]},
+    )  # fmt: skip
+
+
+def prompt_states(
+    targets: TargetSets, text_states: str | os.PathLike | None
+) -> torch.Tensor | None:
+    """Each target's prompt states (m, L, D) from the text-state cache (the text-to-image
+    family), else None; an error where only one of prompts and states is there."""
+    if targets.prompt is None and text_states is None:
+        return None
+    if targets.prompt is None or text_states is None:
+        raise ValueError(
+            "text-to-image targets need text states, and text states need prompted targets "
+            f"(targets with prompts: {targets.prompt is not None}; states: {text_states})"
+        )
+    from stepattr.text.encoder import load_text_states
+
+    by_text = load_text_states(text_states)
+    missing = sorted(set(targets.prompt.tolist()) - set(by_text))
+    if missing:
+        raise ValueError(f"{text_states}: no states for the targets' prompt {missing[0]!r}")
+    return torch.from_numpy(np.stack([by_text[str(t)] for t in targets.prompt]))

@@ -22,7 +22,9 @@ import torch
 from stepattr.core.diffusion import load_model, resolve_device
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import load_json, sha256_file
-from stepattr.targets.sets import load_target_sets
+from stepattr.latents.autoencoder import load_latents
+from stepattr.targets.sets import load_target_sets, prompt_states
+from stepattr.training.conditioning import CaptionConditioning, caption_conditioning
 from stepattr.trak.features import (
     Featurizer,
     make_featurizer,
@@ -85,31 +87,60 @@ def featurize_train_shard(
     shard: int,
     attribution: Mapping[str, Any],
     device: str,
+    latents: str | os.PathLike | None = None,
+    text_states: str | os.PathLike | None = None,
+    caption_dropout: float = 0.0,
 ) -> None:
-    """Features of shard ``shard`` of ``attribution.shards`` equal slices of the training split."""
+    """Features of shard ``shard`` of ``attribution.shards`` equal slices of the training split.
+
+    The text-to-image family (``latents`` and ``text_states`` given): the cached latents of the
+    split, each draw under one of the example's captions or, with probability
+    ``caption_dropout`` (the training's), the empty text.
+    """
     featurizer, num_timesteps, info = load_featurizer(
         model_dir, model_id, output_function, projector, attribution, device
     )
-    images, _, _ = load_split(train_split)
-    rows = shard_indices(len(images), int(attribution["shards"]), shard)
+    examples, conditioning = training_examples(
+        train_split, latents, text_states, caption_dropout, int(attribution["seed"])
+    )
+    rows = shard_indices(len(examples), int(attribution["shards"]), shard)
     log.info("shard %d: training examples %d..%d", shard, rows[0], rows[-1] + 1)
     feats = train_features(
         featurizer,
-        to_model_space(images[rows]),
+        examples[rows],
         rows,
         int(attribution["train_timesteps"]),
         int(attribution["seed"]),
         num_timesteps,
         int(attribution["batch_size"]),
         progress=True,
+        conditioning=conditioning,
     )
     info.update(
         side="train",
+        caption_dropout=None if conditioning is None else conditioning.dropout,
         draws=int(attribution["train_timesteps"]),
         shard=shard,
         rows=[int(rows[0]), int(rows[-1]) + 1],
     )
     save_features(out_path, feats, attribution.get("feature_dtype", "float32"), info)
+
+
+def training_examples(
+    train_split: str | os.PathLike,
+    latents: str | os.PathLike | None = None,
+    text_states: str | os.PathLike | None = None,
+    caption_dropout: float = 0.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, CaptionConditioning | None]:
+    """What the UNet was trained on: the split's images in model space, or (text-to-image) its
+    cached latents and their captions' conditioning (caption draws seeded by ``seed``)."""
+    if latents is None:
+        return to_model_space(load_split(train_split)[0]), None
+    if text_states is None:
+        raise ValueError(f"{latents}: latents without text states (the text-to-image family)")
+    conditioning = caption_conditioning(train_split, text_states, caption_dropout, seed)
+    return torch.from_numpy(load_latents(latents)[0]), conditioning
 
 
 def gather_train(
@@ -133,8 +164,10 @@ def featurize_target_set(
     projector: str,
     attribution: Mapping[str, Any],
     device: str,
+    text_states: str | os.PathLike | None = None,
 ) -> None:
-    """Features ``(N, G, k)`` of one target set: f_t around x0hat at every grid step."""
+    """Features ``(N, G, k)`` of one target set: f_t around x0hat at every grid step (under
+    each target's prompt for the text-to-image family)."""
     featurizer, _, info = load_featurizer(
         model_dir, model_id, output_function, projector, attribution, device
     )
@@ -148,6 +181,7 @@ def featurize_target_set(
         int(attribution["seed"]),
         int(attribution["batch_size"]),
         progress=True,
+        states=prompt_states(targets, text_states),
     )
     info.update(
         side="target",

@@ -103,6 +103,15 @@ def model_side(cfg: Mapping[str, Any]) -> int:
     return size // 2 ** (levels - 1)
 
 
+def unet_inputs(cfg: Mapping[str, Any]) -> tuple[int, int | None]:
+    """Input channels and cross-attention width of the configured UNet (a pretrained
+    autoencoder's or text encoder's own sizes are known only once loaded: the config's
+    stand in for the layout check)."""
+    if cfg.get("family", "pixel") != "text_to_image":
+        return 1, None
+    return int(cfg["autoencoder"]["latent_channels"]), int(cfg["text_encoder"]["width"])
+
+
 def check_text_to_image(cfg: Mapping[str, Any]) -> None:
     """The family needs captions, a text encoder whose context holds the prompts (checked when
     they are tokenized) and shared batches for its subset models."""
@@ -118,6 +127,19 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         )
     if not cfg["subsets"].get("shared_batches", True):
         raise ConfigError("family = text_to_image needs subsets.shared_batches: true")
+    if not cfg["sampling"].get("prompts"):
+        raise ConfigError(
+            "family = text_to_image needs sampling.prompts: its targets are sampled from them"
+        )
+    # parts of issue #17 still to come: refused by name rather than run half-way
+    if cfg["sampling"].get("num_validation", 0):
+        raise ConfigError(
+            "family = text_to_image has no validation targets yet: set sampling.num_validation: 0"
+        )
+    if (cfg.get("influence") or {}).get("methods"):
+        raise ConfigError(
+            "family = text_to_image has no K-FAC influence yet: set influence.methods: []"
+        )
 
 
 def check_attribution(cfg: Mapping[str, Any]) -> None:
@@ -131,7 +153,7 @@ def check_attribution(cfg: Mapping[str, Any]) -> None:
         attribution_methods(att)
         if "factored" in attribution_projectors(att):
             with torch.device("meta"):
-                unet = build_unet(cfg["model"], int(cfg["dataset"]["image_size"]), 1)
+                unet = build_unet(cfg["model"], model_side(cfg), *unet_inputs(cfg))
             plan_factors(unet, int(att["proj_dim"]) * int(att.get("factored_expansion", 1)))
     except ValueError as err:
         raise ConfigError(str(err)) from err
