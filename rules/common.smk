@@ -109,7 +109,7 @@ def all_outputs():
 def text_to_image_outputs():
     """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
-    targets, TRAK scores and the LDS tables and figure."""
+    targets, TRAK scores, the LDS tables and figure, and the influencer figures."""
     prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
     targets = target_files() + [f"{TARGETS}/generated.png"]
     return (
@@ -121,6 +121,7 @@ def text_to_image_outputs():
         + targets
         + featurize_outputs()
         + lds_outputs()
+        + figures_outputs()
     )
 
 

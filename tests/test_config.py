@@ -216,6 +216,7 @@ def test_snakemake_stops_on_semantic_error(tmp_path: Path, default_cfg, run_snak
         ({"sampling": {"prompts": []}}, r"needs sampling\.prompts"),
         ({"sampling": {"num_validation": 4}}, r"set sampling\.num_validation: 0"),
         ({"influence": {"methods": ["kfac"]}}, r"set influence\.methods: \[\]"),
+        ({"figures": {"patch_targets": [0]}}, r"set figures\.patch_targets: \[\]"),
     ],
 )
 def test_text_to_image_config_errors_name_the_key(repo: Path, tmp_path: Path, changes, named):

@@ -154,6 +154,7 @@ def text_to_image_set(generated: dict[str, np.ndarray], first_id: int = 0) -> di
         x0=latent[:, -1],
         target_id=np.arange(first_id, first_id + n, dtype=np.int64),
         prompt=np.array([f"a {i}" for i in range(n)]),
+        decoded_x_t=generated["x_t"],
         decoded_x0hat=generated["x0hat"],
         decoded_x0=generated["x0"],
     )

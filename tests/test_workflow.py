@@ -94,7 +94,8 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     assert (pooled["n"] == 20).all() and pooled["rate"].between(0, 1).all()
     meta = pd.read_json(outdir / "models/full_0/config.json", typ="series")
     assert meta["unet_class"] == "UNet2DConditionModel"
-    for name in ("autoencoder.png", "prompts.png", "lds.png"):
+    for name in ("autoencoder.png", "prompts.png", "lds.png", "influencers.png",
+                 "influencers/generated_0.png", "animations/generated_3.gif"):  # fmt: skip
         assert (outdir / "figures" / name).stat().st_size > 0, name
     prompts = [f"a handwritten digit {i}" for i in range(4)]  # target i under prompt i mod 10
     with np.load(outdir / "targets/generated.npz") as targets:

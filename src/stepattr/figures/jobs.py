@@ -62,7 +62,8 @@ def load_trajectories(
     class_names: Sequence[str],
 ) -> dict[int, Trajectory]:
     """The trajectories of ``target_ids`` (global ids), named after their set (and, for
-    validation targets, their test image and label)."""
+    validation targets, their test image and label; for prompted targets, their prompt), as
+    images: the decoded latents of the text-to-image family."""
     wanted, found = {int(t) for t in target_ids}, {}
     for path, name in zip(target_files, target_sets, strict=True):
         with np.load(path, allow_pickle=False) as data:
@@ -75,11 +76,14 @@ def load_trajectories(
             if arrays["source_index"][i] >= 0:
                 label = class_names[int(arrays["label"][i])]
                 title += f" (test image #{int(arrays['source_index'][i])}, label {label})"
+            prefix = "decoded_" if "prompt" in arrays else ""
+            if prefix:
+                title += f': "{arrays["prompt"][i]}"'
             found[tid] = Trajectory(
                 title,
-                arrays["x0"][i],
-                arrays["x_t"][i],
-                arrays["x0hat"][i],
+                arrays[f"{prefix}x0"][i],
+                arrays[f"{prefix}x_t"][i],
+                arrays[f"{prefix}x0hat"][i],
                 tuple(int(s) for s in arrays["grid"]),
             )
     missing = sorted(wanted - set(found))

@@ -4,7 +4,8 @@ Sign as for TRAK: higher = more positive influence; for the similarity baselines
 to the target at that step = more positive.
 
 - ``random``: seeded standard Gaussian scores (the LDS floor).
-- ``pixel``: cosine between ``x0hat_t`` and each training image, both in model space [-1, 1].
+- ``pixel``: cosine between ``x0hat_t`` and each training image, both in model space [-1, 1]
+  (text-to-image: the decoded x0hat_t, :attr:`stepattr.targets.sets.TargetSets.image_x0hat`).
 - ``embedding``: cosine between embeddings of ``x0hat_t`` and of each training image (the
   workflow classifier's penultimate layer, or CLIP's image tower where weights are configured).
 - ``graddot``: TracIn-like ``phi(x) . phi(z_i)``, TRAK features without the kernel inverse,

@@ -16,9 +16,10 @@ key             dtype    shape             meaning
 ==============  =======  ================  ===============================================
 
 The text-to-image family's targets (:func:`stepattr.targets.prompts.prompted_targets`) are
-latents (unclipped) and carry three more keys: ``prompt`` (N,) str, the text whose states
-condition f_t; ``decoded_x0hat`` (N, G, c, h, w) and ``decoded_x0`` (N, c, h, w) float32, the
-autoencoder's images of x0hat_t and x_0 in [-1, 1] (what figures and pixel baselines show).
+latents (unclipped) and carry four more keys: ``prompt`` (N,) str, the text whose states
+condition f_t; ``decoded_x_t``, ``decoded_x0hat`` (N, G, c, h, w) and ``decoded_x0``
+(N, c, h, w) float32, the autoencoder's images of x_t, x0hat_t and x_0 in [-1, 1] (what
+figures and pixel baselines show).
 
 ``generated``: ancestral DDPM sampling with model ``full_0`` on the sampler schedule
 ``Schedule.inference_timesteps(sampling.inference_steps)``; ``x0hat[:, g]`` is
@@ -63,6 +64,7 @@ FIELDS = {  # key: (dtype, ndim)
 }
 TEXT_TO_IMAGE_FIELDS = {  # the text-to-image family's extra keys: (dtype kind, ndim)
     "prompt": ("U", 1),
+    "decoded_x_t": (np.float32, 5),
     "decoded_x0hat": (np.float32, 5),
     "decoded_x0": (np.float32, 4),
 }
@@ -198,8 +200,9 @@ def check_targets(arrays: Mapping[str, np.ndarray], where: str = "targets") -> N
         ok = arrays[key].dtype.kind == kind if isinstance(kind, str) else arrays[key].dtype == kind
         if not ok or arrays[key].ndim != ndim or len(arrays[key]) != n:
             raise ValueError(f"{where}: {key} is {arrays[key].dtype} {arrays[key].shape}")
-    if present and arrays["decoded_x0hat"].shape[1] != g:
-        raise ValueError(f"{where}: decoded_x0hat has {arrays['decoded_x0hat'].shape[1]} steps")
+    for key in ("decoded_x_t", "decoded_x0hat"):
+        if present and arrays[key].shape[1] != g:
+            raise ValueError(f"{where}: {key} has {arrays[key].shape[1]} steps, x_t has {g}")
 
 
 def save_targets(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:

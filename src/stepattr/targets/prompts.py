@@ -79,7 +79,8 @@ def prompted_targets(
     """The text-to-image family's ``generated`` target set: target i is sample i // P of
     prompt i % P (P prompts, in config order), sampled with guidance ``guidance``; its latent
     trajectory (x_t, x0hat_t unclipped) at the grid steps, its prompt, the prompt's class
-    (-1 without a label) and the decoded x0hat_t and x_0 (for figures and pixel baselines)."""
+    (-1 without a label) and the decoded x_t, x0hat_t and x_0 (for figures and pixel
+    baselines)."""
     if not prompts:
         raise ValueError("family text_to_image: sampling.prompts is empty; targets need prompts")
     names = [str(c) for c in class_names]
@@ -104,7 +105,10 @@ def prompted_targets(
                 f"({', '.join(names)})"
             )
         labels.append(-1 if label is None else names.index(str(label)))
-    decoded = decode(vae, x0hat.flatten(0, 1), scaling_factor)
+    def decoded(latents: torch.Tensor) -> np.ndarray:  # (N, G, C, h, w) -> images
+        images = decode(vae, latents.flatten(0, 1), scaling_factor)
+        return images.reshape(num, len(grid), *images.shape[1:]).numpy()
+
     return {
         "x_t": x_t.numpy(),
         "x0hat": x0hat.numpy(),
@@ -114,7 +118,8 @@ def prompted_targets(
         "label": np.asarray(labels, dtype=np.int64),
         "source_index": np.full(num, -1, dtype=np.int64),
         "prompt": np.array([prompts[p]["text"] for p, _ in order], dtype=str),
-        "decoded_x0hat": decoded.reshape(num, len(grid), *decoded.shape[1:]).numpy(),
+        "decoded_x_t": decoded(x_t),
+        "decoded_x0hat": decoded(x0hat),
         "decoded_x0": decode(vae, x0, scaling_factor).numpy(),
     }
 

@@ -140,6 +140,11 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             "family = text_to_image has no K-FAC influence yet: set influence.methods: []"
         )
+    if (cfg.get("figures") or {}).get("patch_targets"):
+        raise ConfigError(
+            "family = text_to_image has no patch attribution yet (patches would be in latent "
+            "coordinates): set figures.patch_targets: []"
+        )
 
 
 def check_attribution(cfg: Mapping[str, Any]) -> None:
