@@ -105,6 +105,7 @@ def prompted_targets(
                 f"({', '.join(names)})"
             )
         labels.append(-1 if label is None else names.index(str(label)))
+
     def decoded(latents: torch.Tensor) -> np.ndarray:  # (N, G, C, h, w) -> images
         images = decode(vae, latents.flatten(0, 1), scaling_factor)
         return images.reshape(num, len(grid), *images.shape[1:]).numpy()

@@ -18,6 +18,8 @@ import torch
 
 from stepattr.targets.generate import TEXT_TO_IMAGE_FIELDS, check_targets
 
+CARRIED = ("prompt", "decoded_x0hat", "decoded_x0")  # text-to-image keys that TargetSets keeps
+
 
 @dataclass(frozen=True)
 class TargetSets:
@@ -88,9 +90,8 @@ def load_target_sets(paths: Sequence[str | os.PathLike], names: Sequence[str]) -
         target_id=ids,
         label=np.concatenate([p["label"] for p in parts]).astype(np.int64),
         target_set=np.concatenate([p["target_set"] for p in parts]),
-        **{key: np.concatenate([p[key] for p in parts]) for key in TEXT_TO_IMAGE_FIELDS
-           if key in parts[0]},
-    )  # fmt: skip
+        **{key: np.concatenate([p[key] for p in parts]) for key in CARRIED if key in parts[0]},
+    )
 
 
 def prompt_states(
