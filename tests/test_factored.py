@@ -162,8 +162,10 @@ def test_factor_widths_fill_the_budget():
 
 
 def test_uncovered_parameters_and_grouped_convs_are_refused():
-    with pytest.raises(ValueError, match=r"parameter 1\.weight \(LayerNorm\.weight\)"):
-        plan_factors(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), 64)
+    with pytest.raises(ValueError, match=r"parameter 1\.weight \(BatchNorm1d\.weight\)"):
+        plan_factors(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), 64)
+    plan = plan_factors(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), 64)  # small block
+    assert plan.small == ("0.bias", "1.weight", "1.bias")
     with pytest.raises(ValueError, match=r"0\.weight: .*groups = 2"):
         plan_factors(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), 64)
     frozen = nn.Sequential(nn.Linear(4, 4))
