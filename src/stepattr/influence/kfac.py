@@ -350,11 +350,13 @@ class RotatedGradients:
         timesteps: torch.Tensor,
         noises: torch.Tensor,
         mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, draws = timesteps.shape
         x0 = x0.to(self.device, self.dtype)
         timesteps, noises = timesteps.to(self.device), noises.to(self.device, self.dtype)
         mask = None if mask is None else mask.to(self.device, self.dtype)
+        states = None if states is None else states.to(self.device, self.dtype)
         blocks = [x0.new_zeros(batch, la.d_out, la.d_in) for la in self.layers]
 
         def rotate(index: int, a: torch.Tensor, g: torch.Tensor) -> None:
@@ -370,7 +372,7 @@ class RotatedGradients:
                 part = slice(start, start + step)
                 value = output_value(
                     eps, self.output_function, x0, timesteps[:, part], noises[:, part],
-                    self.alphas_cumprod, mask,
+                    self.alphas_cumprod, mask, None if states is None else states[:, part],
                 )  # fmt: skip
                 value.sum().backward()
         return torch.cat([block.flatten(1) for block in blocks], dim=1)

@@ -213,6 +213,6 @@ def target_features(
             seed, target_ids[start:stop], int(grid[gi]), num_draws, x0hat.shape[2:]
         )
         rows = slice(start, stop)
-        feats = featurizer(x0hat[rows, gi], ts, ns, mask, per_draw(states, rows, num_draws))
+        feats = featurizer(x0hat[rows, gi], ts, ns, mask, states=per_draw(states, rows, num_draws))
         out[start:stop, gi] = feats.float().cpu().numpy()
     return out
