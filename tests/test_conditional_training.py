@@ -106,4 +106,4 @@ def test_conditional_model_saves_and_loads_with_its_class(latents, tmp_path) -> 
     assert meta["unet_class"] == "UNet2DConditionModel"
     x, t = torch.from_numpy(latents[:3]), torch.tensor([5, 500, 999])
     states = conditioning().states[[0, 4, 2]]
-    torch.testing.assert_close(eps_model(loaded, states)(x, t), eps_model(unet, states)(x, t))
+    torch.testing.assert_close(eps_model(loaded)(x, t, states), eps_model(unet)(x, t, states))
