@@ -96,15 +96,7 @@ def prompted_targets(
     x_t = torch.stack([torch.stack([by_prompt[p][1][t][0][j] for t in grid]) for p, j in order])
     x0hat = torch.stack([torch.stack([by_prompt[p][1][t][1][j] for t in grid]) for p, j in order])
     x0 = torch.stack([by_prompt[p][0][j] for p, j in order])
-    labels = []
-    for p, _ in order:
-        label = prompts[p].get("label")
-        if label is not None and str(label) not in names:
-            raise ValueError(
-                f"sampling.prompts[{p}].label = {label!r} is not a class of the dataset "
-                f"({', '.join(names)})"
-            )
-        labels.append(-1 if label is None else names.index(str(label)))
+    labels = [prompt_class(prompts[p], p, names) for p, _ in order]
 
     def decoded(latents: torch.Tensor) -> np.ndarray:  # (N, G, C, h, w) -> images
         images = decode(vae, latents.flatten(0, 1), scaling_factor)
@@ -123,6 +115,18 @@ def prompted_targets(
         "decoded_x0hat": decoded(x0hat),
         "decoded_x0": decode(vae, x0, scaling_factor).numpy(),
     }
+
+
+def prompt_class(prompt: Mapping[str, Any], index: int, names: Sequence[str]) -> int:
+    """The class index a prompt asks for (-1 without a label); an error naming the key."""
+    label = prompt.get("label")
+    if label is None:
+        return -1
+    if str(label) not in names:
+        raise ValueError(
+            f"sampling.prompts[{index}].label = {label!r} is not a class ({', '.join(names)})"
+        )
+    return list(names).index(str(label))
 
 
 def decode(vae: Any, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:
@@ -157,16 +161,11 @@ def prompt_following(
             )
             x = decode(vae, latents, scaling_factor)
             decoded.append(x)
-            label = prompt.get("label")
-            if label is None:
+            label = prompt_class(prompt, p, names)
+            if label < 0:
                 continue
-            if str(label) not in names:
-                raise ValueError(
-                    f"sampling.prompts[{p}].label = {label!r} is not a class of the classifier "
-                    f"({', '.join(names)})"
-                )
-            agree = int((predict_proba(classifier, x).argmax(1) == names.index(str(label))).sum())
-            rows.append(_row(prompt["text"], str(label), scale, per_prompt, agree))
+            agree = int((predict_proba(classifier, x).argmax(1) == label).sum())
+            rows.append(_row(prompt["text"], names[label], scale, per_prompt, agree))
         images[float(scale)] = torch.cat(decoded)
         mine = [r for r in rows if r["guidance"] == scale]
         if mine:
