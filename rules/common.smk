@@ -89,6 +89,15 @@ def conditioning_inputs():
     return {"latents": f"{OUT}/latents/latents.npz", "text_states": f"{OUT}/text/states.npz"}
 
 
+def decoding_inputs():
+    """Jobs that sample the text-to-image family's latents under prompts and decode them
+    (targets, completions): its conditioning inputs and the autoencoder; nothing for the pixel
+    family."""
+    if config["family"] != "text_to_image":
+        return {}
+    return {**conditioning_inputs(), "autoencoder": autoencoder_files()}
+
+
 def all_outputs():
     """Every final output of the DAG: what `rule all` builds (each stage's *_outputs)."""
     if config["family"] == "text_to_image":
@@ -109,7 +118,8 @@ def all_outputs():
 def text_to_image_outputs():
     """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
-    targets, TRAK scores, the LDS tables and figure, and the influencer figures."""
+    targets, TRAK scores, the LDS tables and figure, the feature transitions and the
+    influencer figures."""
     prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
     targets = target_files() + [f"{TARGETS}/generated.png"]
     return (
@@ -121,6 +131,7 @@ def text_to_image_outputs():
         + targets
         + featurize_outputs()
         + lds_outputs()
+        + classifier_outputs()
         + figures_outputs()
     )
 

@@ -35,6 +35,7 @@ rule train_classifier:
 
 rule feature_curves:
     input:
+        unpack(feature_curves_inputs),
         targets=f"{TARGETS}/{{target_set}}.npz",
         model=model_file("full_0"),
         model_config=f"{MODELS}/full_0/config.json",
@@ -51,6 +52,9 @@ rule feature_curves:
     params:
         transitions=config["transitions"],
         clip=config["clip"],
+        family=config["family"],
+        guidance=completion_guidance(),
+        hub_id=autoencoder_hub_id(),
         device=config["device"],
     conda:
         "../envs/torch.yaml"

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet
+from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet, sample
 from stepattr.latents.autoencoder import build_autoencoder
 from stepattr.targets.generate import check_targets
-from stepattr.targets.prompts import prompt_following, prompt_latents, prompted_targets
+from stepattr.targets.prompts import decode, prompt_following, prompt_latents, prompted_targets
 from stepattr.transitions.classifier import ConvClassifier, predict_proba
+from stepattr.transitions.curves import (
+    PromptedCompletions,
+    completion_generators,
+    sample_completions,
+)
 
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
          "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
@@ -42,6 +47,36 @@ def test_guidance_combines_conditional_and_unconditional_predictions(parts) -> N
         torch.testing.assert_close(
             GuidedUNet(unet, cond, uncond, 3.0)(x, t).sample, e_u + 3.0 * (e_c - e_u)
         )
+        torch.testing.assert_close(GuidedUNet(unet, cond, uncond, 0.0)(x, t).sample, e_u)
+
+
+def test_prompted_completions_run_under_each_targets_prompt_and_decode(parts) -> None:
+    unet, states, vae, _ = parts
+    schedule, step, n, seed = Schedule(), 400, 3, 5
+    x_t = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    decode_latents = lambda z: decode(vae, z, 0.5)  # noqa: E731
+    prompted = PromptedCompletions(
+        torch.from_numpy(np.stack([states["a 1"], states["a 2"]])),
+        torch.from_numpy(states[""]), 2.0, decode_latents,
+    )  # fmt: skip
+    run = lambda batch: sample_completions(  # noqa: E731
+        unet, schedule, x_t, step, [7, 8], n, 10, seed, batch, prompted
+    )
+    images = run(100)
+    assert images.shape == (2, n, 1, 8, 8) and images.abs().max() <= 1
+    torch.testing.assert_close(images, run(2), rtol=1e-4, atol=1e-4)  # batch layout
+    # brute force: target 1 alone, under its own prompt, with its own generators, decoded
+    timesteps = schedule.inference_timesteps(10, start=step)
+    cond = torch.from_numpy(states["a 2"]).expand(n, 3, 8)
+    guided = GuidedUNet(unet, cond, torch.from_numpy(states[""]), 2.0)
+    latents, _ = sample(
+        guided, schedule, x_t[1:].repeat(n, 1, 1, 1), timesteps,
+        completion_generators(seed, 8, step, n), clip=False,
+    )  # fmt: skip
+    torch.testing.assert_close(images[1], decode_latents(latents), rtol=1e-4, atol=1e-4)
+    swapped = PromptedCompletions(prompted.states.flip(0), prompted.empty, 2.0, decode_latents)
+    other = sample_completions(unet, schedule, x_t, step, [7, 8], n, 10, seed, 100, swapped)
+    assert not torch.allclose(images, other, atol=1e-3)  # the prompt steers the completion
 
 
 def test_prompt_samples_are_seeded_per_sample(parts) -> None:

@@ -183,7 +183,7 @@ def test_text_to_image_targets_keep_prompts_and_decoded_images(generated, tmp_pa
     got = prompt_states(sets, tmp_path / "states.npz")
     np.testing.assert_array_equal(got.numpy(), states[1:])
     np.savez(tmp_path / "few.npz", texts=texts[:2], states=states[:2])
-    with pytest.raises(ValueError, match=r"few\.npz: no states for the targets' prompt 'a 1'"):
+    with pytest.raises(ValueError, match=r"few\.npz: no text states for 'a 1'"):
         prompt_states(sets, tmp_path / "few.npz")
     with pytest.raises(ValueError, match="text-to-image targets need text states"):
         prompt_states(sets, None)

@@ -14,4 +14,4 @@ def sample_targets_inputs(wildcards):
     split's class names."""
     if config["family"] != "text_to_image":
         return {}
-    return {**conditioning_inputs(), "autoencoder": autoencoder_files(), "train": f"{DATA}/train.npz"}
+    return {**decoding_inputs(), "train": f"{DATA}/train.npz"}

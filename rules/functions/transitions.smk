@@ -33,3 +33,15 @@ def completion_runtime(wildcards):
         config, list(config["sampling"]["grid"]), config["transitions"]["completions"]
     )
     return minutes(forward_seconds(config, passes, device_kind()))
+
+
+def completion_guidance():
+    """Guidance of the text-to-image family's completions: transitions.guidance, else the
+    targets' own (sampling.target_guidance)."""
+    guidance = config["transitions"]["guidance"]
+    return config["sampling"]["target_guidance"] if guidance is None else guidance
+
+
+def feature_curves_inputs(wildcards):
+    """Text-to-image completions also read what decodes and conditions them."""
+    return decoding_inputs()

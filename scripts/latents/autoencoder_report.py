@@ -9,14 +9,14 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
-from stepattr.latents.autoencoder import load_autoencoder  # noqa: E402
+from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder  # noqa: E402
 from stepattr.latents.report import autoencoder_report  # noqa: E402
 from stepattr.transitions.classifier import load_classifier  # noqa: E402
 from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 device = resolve_device(smk.params.device)
-source = Path(smk.input.autoencoder[0]).parent if smk.input.autoencoder else smk.params.hub_id
+source = autoencoder_source(smk.input.autoencoder, smk.params.hub_id)
 table = autoencoder_report(
     load_autoencoder(source, device=device),
     load_classifier(Path(smk.input.classifier).parent, device=device),

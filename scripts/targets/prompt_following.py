@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
 from stepattr.core.images import save_image_grid, to_uint8  # noqa: E402
 from stepattr.core.io import save_csv, save_text  # noqa: E402
-from stepattr.latents.autoencoder import load_autoencoder, load_latents  # noqa: E402
+from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.targets.prompts import prompt_following  # noqa: E402
 from stepattr.text.encoder import load_text_states  # noqa: E402
 from stepattr.transitions.classifier import load_classifier  # noqa: E402
@@ -22,7 +22,7 @@ torch.set_num_threads(smk.threads)
 p = smk.params
 device = resolve_device(p.device)
 unet, schedule, _ = load_model(Path(smk.input.model).parent, device=device)
-source = Path(smk.input.autoencoder[0]).parent if smk.input.autoencoder else p.hub_id
+source = autoencoder_source(smk.input.autoencoder, p.hub_id)
 table, images = prompt_following(
     unet,
     schedule,

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
 from stepattr.core.images import load_split  # noqa: E402
-from stepattr.latents.autoencoder import load_autoencoder, load_latents  # noqa: E402
+from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.targets.generate import generated_targets, save_grid_png, save_targets  # noqa: E402
 from stepattr.targets.prompts import prompted_targets  # noqa: E402
 from stepattr.text.encoder import load_text_states  # noqa: E402
@@ -21,7 +21,7 @@ p = smk.params
 device = resolve_device(p.device)
 unet, schedule, _ = load_model(Path(smk.input.model).parent, device)
 if p.family == "text_to_image":
-    source = Path(smk.input.autoencoder[0]).parent if smk.input.autoencoder else p.hub_id
+    source = autoencoder_source(smk.input.autoencoder, p.hub_id)
     arrays = prompted_targets(
         unet,
         schedule,

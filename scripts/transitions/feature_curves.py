@@ -1,4 +1,5 @@
-"""Rule feature_curves: P(feature | x_t) per target and grid step, and steepest-rise intervals."""
+"""Rule feature_curves: P(feature | x_t) per target and grid step, and steepest-rise intervals
+(the text-to-image family: latents completed under their prompts and decoded)."""
 
 from stepattr.workflow.script import start
 
@@ -10,7 +11,8 @@ import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import save_csv  # noqa: E402
-from stepattr.transitions.curves import feature_curves  # noqa: E402
+from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
+from stepattr.transitions.curves import feature_curves, prompted_completions  # noqa: E402
 from stepattr.transitions.detectors import load_detector  # noqa: E402
 
 torch.set_num_threads(smk.threads)
@@ -19,8 +21,21 @@ cfg = smk.params.transitions
 detector = load_detector(
     cfg["detector"], Path(smk.input.classifier).parent, smk.params.clip, device=device
 )
+prompted = None
+if smk.params.family == "text_to_image":
+    vae = load_autoencoder(autoencoder_source(smk.input.autoencoder, smk.params.hub_id), device)
+    prompted = prompted_completions(
+        smk.input.text_states, vae, load_latents(smk.input.latents)[2], smk.params.guidance
+    )
+    print(f"completions under the targets' prompts, guidance {smk.params.guidance}")
 curves, intervals = feature_curves(
-    smk.input.targets, Path(smk.input.model).parent, detector, cfg, device=device, progress=True
+    smk.input.targets,
+    Path(smk.input.model).parent,
+    detector,
+    cfg,
+    device=device,
+    progress=True,
+    prompted=prompted,
 )
 save_csv(smk.output.curves, curves)
 save_csv(smk.output.intervals, intervals)

@@ -8,7 +8,7 @@ import pandas as pd  # noqa: E402
 
 from stepattr.core.images import load_split, to_model_space  # noqa: E402
 from stepattr.core.io import atomic_path  # noqa: E402
-from stepattr.transitions.curves import load_targets  # noqa: E402
+from stepattr.targets.sets import load_target_sets  # noqa: E402
 from stepattr.transitions.feature_attribution import load_intervals  # noqa: E402
 from stepattr.transitions.figure import choose_targets, transitions_figure  # noqa: E402
 
@@ -18,13 +18,12 @@ curves = pd.concat(
     [pd.read_csv(p).assign(target_set=s) for s, p in zip(sets, smk.input.curves, strict=True)]
 )
 influencers = pd.read_csv(smk.input.per_target)
-x0hat, grid = {}, None
-for name, path in zip(sets, smk.input.targets, strict=True):
-    targets = load_targets(path, ("x0hat", "grid", "target_id"))
-    grid = targets["grid"].tolist()
-    x0hat.update(
-        {(name, int(t)): x for t, x in zip(targets["target_id"], targets["x0hat"], strict=True)}
-    )
+targets = load_target_sets(smk.input.targets, sets)  # x0hat_t decoded for text-to-image
+grid = targets.grid.tolist()
+x0hat = {
+    (str(s), int(t)): x
+    for s, t, x in zip(targets.target_set, targets.target_id, targets.image_x0hat, strict=True)
+}
 train_images, train_labels, class_names = load_split(smk.input.train)
 chosen = choose_targets(intervals, smk.params.figure_targets)
 print("targets shown:\n" + chosen.to_string())

@@ -325,7 +325,7 @@ class GuidedUNet(torch.nn.Module):
     """Classifier-free guidance around a text-conditioned UNet, shaped like a diffusers UNet
     for :func:`sample`: ``eps = eps(x, uncond) + scale * (eps(x, cond) - eps(x, uncond))``,
     row i of the batch under ``cond[i]``; scale 1 is the plain conditional model (no
-    unconditional pass)."""
+    unconditional pass), scale 0 the unconditional model alone (no conditional pass)."""
 
     def __init__(
         self, unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, scale: float
@@ -336,9 +336,11 @@ class GuidedUNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> SimpleNamespace:
         cond = self.cond.to(x.device, x.dtype)
+        uncond = self.uncond.to(x.device, x.dtype).expand_as(cond)
+        if self.scale == 0.0:
+            return SimpleNamespace(sample=self.unet(x, t, encoder_hidden_states=uncond).sample)
         eps_cond = self.unet(x, t, encoder_hidden_states=cond).sample
         if self.scale == 1.0:
             return SimpleNamespace(sample=eps_cond)
-        uncond = self.uncond.to(x.device, x.dtype).expand_as(cond)
         eps_uncond = self.unet(x, t, encoder_hidden_states=uncond).sample
         return SimpleNamespace(sample=eps_uncond + self.scale * (eps_cond - eps_uncond))

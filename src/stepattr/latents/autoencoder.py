@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,16 @@ def build_autoencoder(cfg: Mapping[str, Any], channels: int, image_size: int) ->
         norm_num_groups=int(cfg["norm_num_groups"]),
         sample_size=image_size,
     )
+
+
+def autoencoder_source(files: Sequence[str], hub_id: str | None) -> str | Path:
+    """Where a rule's autoencoder comes from: the folder of its input files (trained here or
+    a local pretrained folder), else the configured hub id (no input files)."""
+    if files:
+        return Path(files[0]).parent
+    if hub_id is None:
+        raise ValueError("autoencoder.pretrained: neither a folder nor a hub id was given")
+    return hub_id
 
 
 def load_autoencoder(source: str | os.PathLike, device: str | torch.device = "cpu") -> Any:

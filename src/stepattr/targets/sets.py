@@ -106,10 +106,6 @@ def prompt_states(
             "text-to-image targets need text states, and text states need prompted targets "
             f"(targets with prompts: {targets.prompt is not None}; states: {text_states})"
         )
-    from stepattr.text.encoder import load_text_states
+    from stepattr.text.encoder import states_for
 
-    by_text = load_text_states(text_states)
-    missing = sorted(set(targets.prompt.tolist()) - set(by_text))
-    if missing:
-        raise ValueError(f"{text_states}: no states for the targets' prompt {missing[0]!r}")
-    return torch.from_numpy(np.stack([by_text[str(t)] for t in targets.prompt]))
+    return states_for(text_states, targets.prompt.tolist())

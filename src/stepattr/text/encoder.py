@@ -253,3 +253,12 @@ def load_text_states(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if not {"texts", "states"} <= set(data.files):
             raise ValueError(f"{path}: not a text-state cache (needs texts and states)")
         return {str(t): s for t, s in zip(data["texts"], data["states"], strict=True)}
+
+
+def states_for(path: str | os.PathLike, texts: Sequence[str]) -> torch.Tensor:
+    """The cached states of each of ``texts`` (N, context, width); names a text without any."""
+    by_text = load_text_states(path)
+    missing = sorted({str(t) for t in texts} - set(by_text))
+    if missing:
+        raise ValueError(f"{path}: no text states for {missing[0]!r}")
+    return torch.from_numpy(np.stack([by_text[str(t)] for t in texts]))

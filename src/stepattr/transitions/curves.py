@@ -6,6 +6,11 @@ P(feature | x_t) is the fraction of completions that show the target's feature: 
 detector's class of the target's final x_0 for generated targets, the true label for
 validation targets. Each estimate carries a Wilson 95% interval.
 
+The text-to-image family completes latents (:class:`PromptedCompletions`): under each
+target's prompt with classifier-free guidance (0: the unconditional model alone), decoded
+to images before the detector sees them; its targets' feature is the detector's class of
+their decoded x_0.
+
 The steepest-rise interval of a curve is the pair of adjacent grid steps t_start > t_end
 (ordered from high t to low t, the sampling direction) with the largest increase
 P(t_end) - P(t_start); ties go to the earliest pair (highest t). The denoising steps inside
@@ -15,7 +20,8 @@ it are those with t_end < t <= t_start; ``transition_step`` is the midpoint of t
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from stepattr.core.diffusion import Schedule, load_model, sample
+from stepattr.core.diffusion import GuidedUNet, Schedule, load_model, sample
 from stepattr.transitions.detectors import Detector
 
 #: Two-sided 95% standard normal quantile.
@@ -45,6 +51,18 @@ def wilson_interval(
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+@dataclass(frozen=True)
+class PromptedCompletions:
+    """How the text-to-image family completes latents: each target's prompt states
+    (targets, L, D), the empty text's (L, D), the guidance scale, and the decoder from latents
+    to images in [-1, 1]."""
+
+    states: torch.Tensor
+    empty: torch.Tensor
+    guidance: float
+    decode: Callable[[torch.Tensor], torch.Tensor]
 
 
 def completion_generators(seed: int, target_id: int, step: int, n: int) -> list[torch.Generator]:
@@ -70,24 +88,32 @@ def sample_completions(
     completion_steps: int,
     seed: int,
     batch_size: int,
+    prompted: PromptedCompletions | None = None,
 ) -> torch.Tensor:
-    """``n`` completions of each latent ``x_t`` (T, C, H, W) at ``step``: (T, n, C, H, W).
+    """``n`` completions of each ``x_t`` (T, C, H, W) at ``step``: images (T, n, C', H', W').
 
     Ancestral sampling on ``schedule.inference_timesteps(completion_steps, start=step)``;
-    rows of all targets share batches of up to ``batch_size`` images.
+    rows of all targets share batches of up to ``batch_size`` images. ``prompted``: latents
+    completed under their target's prompt and decoded.
     """
     if len(target_ids) != len(x_t):
         raise ValueError(f"{len(target_ids)} target ids for {len(x_t)} latents")
     timesteps = schedule.inference_timesteps(completion_steps, start=step)
     starts = x_t.repeat_interleave(n, dim=0)
     gens = [g for tid in target_ids for g in completion_generators(seed, int(tid), step, n)]
+    states = None if prompted is None else prompted.states.repeat_interleave(n, dim=0)
     out = []
     for lo in range(0, len(starts), batch_size):
-        x0, _ = sample(
-            unet, schedule, starts[lo : lo + batch_size], timesteps, gens[lo : lo + batch_size]
-        )
+        hi = lo + batch_size
+        if prompted is None:
+            x0, _ = sample(unet, schedule, starts[lo:hi], timesteps, gens[lo:hi])
+        else:
+            guided = GuidedUNet(unet, states[lo:hi], prompted.empty, prompted.guidance)
+            x0, _ = sample(guided, schedule, starts[lo:hi], timesteps, gens[lo:hi], clip=False)
+            x0 = prompted.decode(x0)
         out.append(x0)
-    return torch.cat(out).reshape(len(x_t), n, *x_t.shape[1:])
+    images = torch.cat(out)
+    return images.reshape(len(x_t), n, *images.shape[1:])
 
 
 def target_features(
@@ -114,14 +140,16 @@ def completion_classes(
     seed: int,
     batch_size: int,
     progress: bool = False,
+    prompted: PromptedCompletions | None = None,
 ) -> np.ndarray:
     """Detector class of every completion: int64 (targets, grid steps, n) from x_t (T, G, ...)."""
     x_t = torch.as_tensor(np.asarray(x_t, dtype=np.float32))
     classes = np.empty((x_t.shape[0], len(grid), n), dtype=np.int64)
     for g, step in enumerate(tqdm(grid, desc="grid steps", disable=not progress)):
         images = sample_completions(
-            unet, schedule, x_t[:, g], int(step), target_ids, n, completion_steps, seed, batch_size
-        )
+            unet, schedule, x_t[:, g], int(step), target_ids, n, completion_steps, seed,
+            batch_size, prompted,
+        )  # fmt: skip
         flat = detector.classify(images.reshape(-1, *images.shape[2:]))
         classes[:, g] = flat.reshape(x_t.shape[0], n)
     return classes
@@ -206,11 +234,20 @@ def feature_curves(
     cfg: Mapping[str, Any],
     device: str | torch.device = "cpu",
     progress: bool = False,
+    prompted: Callable[[np.ndarray], PromptedCompletions] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves and steepest-rise intervals of one target set (``cfg``: the transitions section)."""
-    targets = load_targets(targets_path)
+    """Curves and steepest-rise intervals of one target set (``cfg``: the transitions section).
+
+    ``prompted`` (the text-to-image family): the targets' prompts -> how to complete them.
+    """
+    keys = ("x_t", "x0", "grid", "target_id", "label")
+    targets = load_targets(targets_path, keys + (("prompt", "decoded_x0") if prompted else ()))
     unet, schedule, _ = load_model(model_dir, device=device)
-    features = target_features(detector, targets["x0"], targets["label"])
+    if prompted is None:
+        completions, features = None, target_features(detector, targets["x0"], targets["label"])
+    else:
+        completions = prompted(targets["prompt"])
+        features = detector.classify(torch.from_numpy(targets["decoded_x0"]))
     classes = completion_classes(
         unet,
         schedule,
@@ -223,6 +260,29 @@ def feature_curves(
         seed=int(cfg["seed"]),
         batch_size=int(cfg["batch_size"]),
         progress=progress,
+        prompted=completions,
     )
     curves = curve_table(classes, features, targets["grid"], targets["target_id"], detector.name)
     return curves, interval_table(curves)
+
+
+def prompted_completions(
+    text_states: str | os.PathLike,
+    vae: Any,
+    scaling_factor: float,
+    guidance: float,
+) -> Callable[[np.ndarray], PromptedCompletions]:
+    """The text-to-image family's completions for targets with the given prompts: their
+    cached text states, guidance ``guidance``, decoded by ``vae``."""
+    from stepattr.targets.prompts import decode
+    from stepattr.text.encoder import EMPTY, states_for
+
+    def for_prompts(prompts: np.ndarray) -> PromptedCompletions:
+        return PromptedCompletions(
+            states_for(text_states, prompts.tolist()),
+            states_for(text_states, [EMPTY])[0],
+            float(guidance),
+            lambda latents: decode(vae, latents, scaling_factor),
+        )
+
+    return for_prompts
