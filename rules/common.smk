@@ -118,8 +118,8 @@ def all_outputs():
 def text_to_image_outputs():
     """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
-    targets, TRAK scores, the LDS tables and figure, the feature transitions and the
-    influencer figures."""
+    targets, TRAK scores, the LDS tables and figure, the feature transitions (where the
+    images have classes to detect) and the influencer figures."""
     prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
     targets = target_files() + [f"{TARGETS}/generated.png"]
     return (
@@ -131,7 +131,7 @@ def text_to_image_outputs():
         + targets
         + featurize_outputs()
         + lds_outputs()
-        + classifier_outputs()
+        + (classifier_outputs() if DATASET_SOURCES[config["dataset"]["source"]]["classes"] else [])
         + figures_outputs()
     )
 
@@ -227,8 +227,11 @@ def job_runtime(rule, units=1, projector=None):
 
 
 def torch_mem_mb(batch_size):
-    """Host memory of a UNet job: the data and torch itself, plus activations when on CPU."""
-    m, size = config["model"], config["dataset"]["image_size"]
+    """Host memory of a UNet job: the data and torch itself, plus activations when on CPU
+    (at the side the UNet sees: the latent's for the text-to-image family)."""
+    from stepattr.workflow.configs import model_side
+
+    m, size = config["model"], model_side(config)
     activations = batch_size * size**2 * max(m["block_out_channels"]) * 160 / 1e6
     return int(2000 + activations)
 

@@ -28,6 +28,7 @@ rule train_autoencoder:
     resources:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(60),
+        gpu=gpu_resource(),
     script:
         "../scripts/latents/train_autoencoder.py"
 
@@ -53,6 +54,7 @@ rule encode_latents:
     resources:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(30),
+        gpu=gpu_resource(),
     script:
         "../scripts/latents/encode_latents.py"
 
@@ -80,5 +82,6 @@ rule autoencoder_report:
     resources:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(15),
+        gpu=gpu_resource(),
     script:
         "../scripts/latents/autoencoder_report.py"

@@ -28,6 +28,7 @@ rule train_text_encoder:
     resources:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(60),
+        gpu=gpu_resource(),
     script:
         "../scripts/text/train_text_encoder.py"
 
@@ -52,5 +53,6 @@ rule encode_text:
     resources:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(30),
+        gpu=gpu_resource(),
     script:
         "../scripts/text/encode_text.py"

@@ -31,6 +31,7 @@ CONFIGS = [
     "config/cifar10.yaml",
     "config/lds.yaml",
     "config/digits_t2i.yaml",
+    "config/coco.yaml",
 ]
 OVERLAYS = CONFIGS[1:]
 

@@ -338,3 +338,20 @@ def test_patch_scores_job_scores_patch_features(tmp_path, ci_config):
             out,
             PROVENANCE,
         )
+
+
+def test_influencer_tiles_show_the_training_caption_where_captioned(tmp_path):
+    images = np.zeros((3, 1, 4, 4), dtype=np.uint8)
+    labels = np.array([0, 1, 1])
+    path = tmp_path / "train.npz"
+    captions = ["a handwritten digit 0", "the number 1", "a group of people flying kites on a "
+                "sunny beach next to the ocean"]  # fmt: skip
+    np.savez(path, images=images, labels=labels, class_names=np.array(["0", "1"]),
+             captions=np.array([[c, ""] for c in captions]))  # fmt: skip
+    train = jobs.load_training_images(path)
+    assert train.caption(1) == "#1\nthe number 1"
+    long = train.caption(2).split("\n")
+    assert long[0] == "#2" and len(long) == 3 and long[2].endswith(" ...")
+    assert all(len(line) <= 22 for line in long)
+    np.savez(path, images=images, labels=labels, class_names=np.array(["0", "1"]))
+    assert jobs.load_training_images(path).caption(1) == "1 #1"  # uncaptioned: the class

@@ -15,6 +15,7 @@ CONFIGS = [
     "config/cifar2.yaml",
     "config/lds.yaml",
     "config/digits_t2i.yaml",
+    "config/coco.yaml",
 ]
 
 

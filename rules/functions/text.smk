@@ -21,4 +21,6 @@ def text_encoder_hub_id():
 
 
 def text_outputs():
-    return [f"{TEXT_ENCODER}/metrics.json", f"{OUT}/text/states.npz"]
+    """The text-state cache, and the metrics of the encoder where it is trained here."""
+    trained = [f"{TEXT_ENCODER}/metrics.json"] if config["text_encoder"]["pretrained"] is None else []
+    return trained + [f"{OUT}/text/states.npz"]

@@ -10,6 +10,7 @@ targets; the animation shows one step per frame.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from stepattr.figures.tiles import (  # noqa: E402
 from stepattr.transitions.feature_attribution import top_influencers  # noqa: E402
 
 TILE = 0.8  # inches per image tile
+CAPTION_WIDTH = 18  # characters per caption line under a tile
 X0HAT = r"$\hat{x}_0(x_t)$"
 
 
@@ -55,10 +57,16 @@ class TrainingImages:
     images: np.ndarray  # (n, C, H, W) uint8
     labels: np.ndarray  # (n,)
     class_names: Sequence[str]
+    captions: Sequence[Sequence[str]] | None = None  # each image's captions (text-to-image)
 
     def caption(self, index: int) -> str:
-        """What goes under an influencer tile: its class and its row in the training split."""
-        return f"{self.class_names[int(self.labels[index])]} #{index}"
+        """What goes under an influencer tile: its row in the training split and its first
+        caption (two short lines at most) where the dataset is captioned, else its class."""
+        if self.captions is None:
+            return f"{self.class_names[int(self.labels[index])]} #{index}"
+        lines = textwrap.wrap(self.captions[index][0], CAPTION_WIDTH) or [""]
+        shown = lines[:2] if len(lines) <= 2 else [lines[0], lines[1] + " ..."]
+        return "\n".join([f"#{index}", *shown])
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def _check(target: Trajectory, steps: Sequence[StepInfluencers]) -> None:
 
 def _influencer(ax: plt.Axes, train: TrainingImages, index: int, color: str) -> None:
     draw_tile(ax, train.images[index], frame=color)
-    ax.set_xlabel(train.caption(index), fontsize=7, labelpad=2)
+    ax.set_xlabel(train.caption(index), fontsize=7 if train.captions is None else 5.5, labelpad=2)
 
 
 def draw_target(

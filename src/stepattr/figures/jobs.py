@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stepattr.core.images import load_split
+from stepattr.core.images import load_captions, load_split
 from stepattr.core.io import atomic_path, load_json
 from stepattr.figures.influencers import (
     TrainingImages,
@@ -51,8 +51,11 @@ DPI = 110
 
 
 def load_training_images(path: str | os.PathLike) -> TrainingImages:
+    """The training split, with its captions where it has some."""
     images, labels, class_names = load_split(path)
-    return TrainingImages(images, labels, class_names)
+    with np.load(path, allow_pickle=False) as data:
+        captioned = "captions" in data.files
+    return TrainingImages(images, labels, class_names, load_captions(path) if captioned else None)
 
 
 def load_trajectories(

@@ -18,12 +18,8 @@ import yaml
 from stepattr.core.diffusion import Schedule, build_unet, check_model_config
 from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
-from stepattr.workflow.configs import load_config
+from stepattr.workflow.configs import ConfigError, load_config, model_side
 from stepattr.workflow.names import attribution_methods, attribution_projectors
-
-
-class ConfigError(ValueError):
-    """A configuration value the workflow cannot run with."""
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
@@ -85,22 +81,6 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"counterfactual.pairs[{i}].step = {pair['step']} is not in sampling.grid"
             )
-
-
-def model_side(cfg: Mapping[str, Any]) -> int:
-    """Side of what the UNet sees: the image, or for the text-to-image family the latent of
-    the autoencoder trained here (image_size / 2^(levels - 1))."""
-    size = int(cfg["dataset"]["image_size"])
-    ae = cfg.get("autoencoder") or {}
-    if cfg.get("family", "pixel") != "text_to_image" or ae.get("pretrained") is not None:
-        return size
-    levels = len(ae["block_out_channels"])
-    if size % 2 ** (levels - 1):
-        raise ConfigError(
-            f"dataset.image_size = {size} cannot be downsampled {levels - 1} times by the "
-            f"autoencoder (autoencoder.block_out_channels has {levels} levels)"
-        )
-    return size // 2 ** (levels - 1)
 
 
 def unet_inputs(cfg: Mapping[str, Any]) -> tuple[int, int | None]:

@@ -92,3 +92,24 @@ def load_config(
     for path in overlays:
         cfg = merge(cfg, yaml.safe_load(Path(path).read_text()) or {})
     return cfg
+
+
+class ConfigError(ValueError):
+    """A configuration value the workflow cannot run with."""
+
+
+def model_side(cfg: Mapping[str, Any]) -> int:
+    """Side of what the UNet sees: the image, or for the text-to-image family its latent,
+    image_size / 2^(levels - 1) of autoencoder.block_out_channels (for a pretrained
+    autoencoder the config's layout stands in for the loaded one's: config/coco.yaml)."""
+    size = int(cfg["dataset"]["image_size"])
+    ae = cfg.get("autoencoder") or {}
+    if cfg.get("family", "pixel") != "text_to_image":
+        return size
+    levels = len(ae["block_out_channels"])
+    if size % 2 ** (levels - 1):
+        raise ConfigError(
+            f"dataset.image_size = {size} cannot be downsampled {levels - 1} times by the "
+            f"autoencoder (autoencoder.block_out_channels has {levels} levels)"
+        )
+    return size // 2 ** (levels - 1)

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stepattr.workflow.configs import model_side
 from stepattr.workflow.dry_run import dry_run
 
 
@@ -54,7 +55,7 @@ FORWARD_FRACTION = 1 / 3  # a forward pass costs about a third of a training ste
 
 def unet_work(cfg: Mapping[str, Any], images: float) -> float:
     """UNet units of ``images`` forward+backward passes at the configured size and widths."""
-    m, size = cfg["model"], cfg["dataset"]["image_size"]
+    m, size = cfg["model"], model_side(cfg)
     return images * size**2 * m["layers_per_block"] * sum(c * c for c in m["block_out_channels"])
 
 
@@ -66,9 +67,12 @@ def num_unet_parameters(cfg: Mapping[str, Any]) -> int:
 
 
 def train_size(cfg: Mapping[str, Any]) -> int:
-    """Training images: max_train, else mnist5k's 4,500, else CIFAR-10's 50,000 (an estimate
-    for image folders, whose size is known only once the data are prepared)."""
+    """Training images: max_train, else mnist5k's 4,500, COCO's 118,287 captioned train2017
+    images less the test fraction, else CIFAR-10's 50,000 (an estimate for image folders,
+    whose size is known only once the data are prepared)."""
     ds = cfg["dataset"]
+    if not ds.get("max_train") and ds["source"] == "coco":
+        return round(118287 * (1 - ds.get("test_fraction", 0.1)))
     return ds.get("max_train") or (4500 if ds["source"] == "mnist5k" else 50000)
 
 

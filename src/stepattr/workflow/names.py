@@ -15,17 +15,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# dataset.source values (rules/datasets.smk, stepattr.datasets.prepare; config/schema.yaml's
-# enum must list the same); memory (MB) and wall time (minutes) of prepare_data per source:
-# CIFAR-10 holds the tarball's 60,000 images twice while it parses them; mnist5k is 5,000 digits
 # model families: pixel DDPMs (the paper's CIFAR setting) and text-to-image latent diffusion
 FAMILIES = ("pixel", "text_to_image")
 
+# dataset.source values (rules/datasets.smk, stepattr.datasets.prepare; config/schema.yaml's
+# enum must list the same); memory (MB) and wall time (minutes) of prepare_data per source:
+# CIFAR-10 holds the tarball's 60,000 images twice while it parses them; mnist5k is 5,000
+# digits. `classes`: whether its images have class labels that a classifier can detect (COCO's
+# captioned images are one class, so feature transitions by class have nothing to detect)
 DATASET_SOURCES = {
-    "mnist5k": {"mem_mb": 2000, "runtime": 10},
-    "cifar10": {"mem_mb": 4000, "runtime": 60},
-    "image_folder": {"mem_mb": 8000, "runtime": 60},
-    "coco": {"mem_mb": 16000, "runtime": 240},
+    "mnist5k": {"mem_mb": 2000, "runtime": 10, "classes": True},
+    "cifar10": {"mem_mb": 4000, "runtime": 60, "classes": True},
+    "image_folder": {"mem_mb": 8000, "runtime": 60, "classes": True},
+    "coco": {"mem_mb": 16000, "runtime": 240, "classes": False},
 }
 
 # TRAK methods: method name -> output function (stepattr.core.outputs)
