@@ -226,6 +226,12 @@ def job_runtime(rule, units=1, projector=None):
     return minutes(units * job_seconds(config, rule, device_kind(), projector))
 
 
+def split_mem_mb(base):
+    """Memory of a job that holds the whole training split: ``base`` MB, or what preparing the
+    configured source takes where that is more (COCO's ~116k images at 128x128: 16 GB)."""
+    return max(base, DATASET_SOURCES[config["dataset"]["source"]]["mem_mb"])
+
+
 def torch_mem_mb(batch_size):
     """Host memory of a UNet job: the data and torch itself, plus activations when on CPU
     (at the side the UNet sees: the latent's for the text-to-image family)."""

@@ -44,7 +44,7 @@ rule influencer_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(2000),
+        mem_mb=by_attempt(split_mem_mb(2000)),
         runtime=by_attempt(10),
     script:
         "../scripts/figures/influencer_figure.py"
@@ -76,7 +76,7 @@ rule influencer_overview:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(2000),
+        mem_mb=by_attempt(split_mem_mb(2000)),
         runtime=by_attempt(10),
     script:
         "../scripts/figures/influencer_overview.py"
@@ -167,7 +167,7 @@ rule patch_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(2000),
+        mem_mb=by_attempt(split_mem_mb(2000)),
         runtime=by_attempt(10),
     script:
         "../scripts/figures/patch_figure.py"

@@ -26,7 +26,7 @@ rule train_autoencoder:
         "../envs/torch.yaml"
     threads: config["autoencoder"]["threads"]
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_attempt(split_mem_mb(4000)),
         runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:
@@ -52,7 +52,7 @@ rule encode_latents:
         "../envs/torch.yaml"
     threads: config["autoencoder"]["threads"]
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_attempt(split_mem_mb(4000)),
         runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:

@@ -110,7 +110,7 @@ rule embedding_scores:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_attempt(split_mem_mb(4000)),
         runtime=by_attempt(30),
         gpu=gpu_resource(),
     script:

@@ -26,7 +26,7 @@ rule train_text_encoder:
         "../envs/torch.yaml"
     threads: config["text_encoder"]["threads"]
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_attempt(split_mem_mb(4000)),
         runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:

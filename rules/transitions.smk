@@ -26,7 +26,7 @@ rule train_classifier:
         "../envs/torch.yaml"
     threads: config["classifier"]["threads"]
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_attempt(split_mem_mb(4000)),
         runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:
@@ -117,7 +117,7 @@ rule transition_figure:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(2000),
+        mem_mb=by_attempt(split_mem_mb(2000)),
         runtime=by_attempt(10),
     script:
         "../scripts/transitions/transition_figure.py"
