@@ -59,6 +59,11 @@ class TrainingImages:
     class_names: Sequence[str]
     captions: Sequence[Sequence[str]] | None = None  # each image's captions (text-to-image)
 
+    @property
+    def row_gap(self) -> float:
+        """Space between influencer rows, in tile heights: room for the tiles' labels."""
+        return 0.42 if self.captions is None else 0.8
+
     def caption(self, index: int) -> str:
         """What goes under an influencer tile: its row in the training split and its first
         caption (two short lines at most) where the dataset is captioned, else its class."""
@@ -120,7 +125,7 @@ def draw_target(
         2 + len(steps),
         height_ratios=heights,
         width_ratios=[1.6, 0.3] + [1] * len(steps),
-        hspace=0.42,
+        hspace=train.row_gap,
         wspace=0.25,
         left=0.02,
         right=0.99,
@@ -166,7 +171,7 @@ def influencer_figure(
         raise ValueError("no targets to draw")
     columns = 1.9 + len(blocks[0][1])
     k = len(blocks[0][1][0].positive)
-    block_height = TILE * (2.04 + 2 * k) * 1.42 + 0.3
+    block_height = TILE * (2.04 + 2 * k) * (1 + train.row_gap) + 0.3
     width = max(TILE * columns * 1.2 + 0.5, 6.0)
     fig, parts = stacked_figure(heading, sign_legend(), width, [block_height] * len(blocks))
     for part, (target, steps) in zip(parts, blocks, strict=True):
