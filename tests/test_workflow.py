@@ -78,8 +78,8 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
 @pytest.mark.integration
 def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path) -> None:
     """The text-to-image family's DAG (data with captions, autoencoder, text encoder,
-    conditional UNet, prompt following, prompted latent targets, TRAK under the prompts, LDS)
-    end to end at ci.yaml's sizes."""
+    conditional UNet, prompt following, prompted latent targets, TRAK under the prompts, LDS,
+    transitions from decoded completions) end to end at ci.yaml's sizes."""
     import numpy as np
     import pandas as pd
 
@@ -110,3 +110,6 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     assert scores.shape == (4, 3, 300) and np.isfinite(scores).all()
     lds = pd.read_csv(outdir / "tables/lds.csv")
     assert {"trak", "dtrak", "trak_factored", "pixel", "random"} <= set(lds["method"])
+    curves = pd.read_csv(outdir / "transitions/generated.csv")  # decoded completions
+    assert len(curves) == 4 * 3 and curves["p"].between(0, 1).all()
+    assert (outdir / "figures/transitions.png").stat().st_size > 0
