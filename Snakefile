@@ -24,6 +24,7 @@ include: "rules/lds.smk"
 include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
+include: "rules/pipeline.smk"
 
 
 rule all:

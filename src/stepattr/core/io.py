@@ -49,15 +49,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; if the block succeeds, move each file it
-    holds into ``path`` (created), each by an atomic rename, ``config.json`` last, so that a
-    folder with a config always has the weights it names (diffusers ``save_pretrained``)."""
+    holds into ``path`` (created), each by an atomic rename, ``config.json`` files last and a
+    pipeline's ``model_index.json`` after them, so that a folder with a config always has the
+    weights it names (diffusers ``save_pretrained``)."""
     dest = Path(path)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         yield tmp
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        for src in sorted(files, key=lambda p: p.name == "config.json"):
+        last = {"config.json": 1, "model_index.json": 2}
+        for src in sorted(files, key=lambda p: last.get(p.name, 0)):
             target = dest / src.relative_to(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(src, 0o666 & ~_umask())

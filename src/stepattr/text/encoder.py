@@ -197,6 +197,17 @@ def projected(features: Any) -> torch.Tensor:
     return features if torch.is_tensor(features) else features.pooler_output
 
 
+def text_encoder_source(files: Sequence[str], hub_id: str | None) -> str | Path:
+    """Where a rule's text encoder comes from: the folder two levels above its
+    ``text_encoder/config.json`` input (trained here or a local pretrained folder), else the
+    configured hub id."""
+    if files:
+        return Path(files[0]).parent.parent
+    if hub_id is None:
+        raise ValueError("text_encoder.pretrained: neither a folder nor a hub id was given")
+    return hub_id
+
+
 def load_text_encoder(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple:
     """``(tokenizer, text_encoder)`` from a folder holding ``tokenizer/`` and ``text_encoder/``
     (this stage's output, a StableDiffusionPipeline folder) or a hub id; encoder frozen."""
