@@ -6,5 +6,5 @@ encoder, and the DDPM schedule as a ``StableDiffusionPipeline`` folder (``save_p
 the form the Stable Diffusion issue's stages load. Script: scripts/pipeline/. Output:
 ``{outdir}/pipeline/``. Config: none of its own (``autoencoder``, ``text_encoder``, ``diffusion``).
 
-Module: ``export`` (assemble, save, and load back with the check that nothing was lost).
+Module: ``export`` (assemble, save, and load back naming a missing component).
 """

@@ -278,9 +278,10 @@ def prompted_completions(
     from stepattr.text.encoder import EMPTY, states_for
 
     def for_prompts(prompts: np.ndarray) -> PromptedCompletions:
+        states = states_for(text_states, [EMPTY, *prompts.tolist()])  # one read of the cache
         return PromptedCompletions(
-            states_for(text_states, prompts.tolist()),
-            states_for(text_states, [EMPTY])[0],
+            states[1:],
+            states[0],
             float(guidance),
             lambda latents: decode(vae, latents, scaling_factor),
         )
