@@ -7,6 +7,7 @@ from snakemake.utils import validate
 from stepattr.workflow.names import (
     BASELINES,
     DATASET_SOURCES,
+    LATENT_FAMILIES,
     MODEL_ID_PATTERN,
     REFERENCE_MODEL,
     REMOVAL_RULES,
@@ -16,7 +17,13 @@ from stepattr.workflow.names import (
     method_name,
     subset_model_id,
 )
-from stepattr.workflow.configs import apply_typed_overrides, load_schema
+from stepattr.workflow.configs import (
+    ConfigError,
+    apply_typed_overrides,
+    load_schema,
+    model_spec,
+    resolve_pipeline,
+)
 
 
 # values inside a nested `--config key={sub: value}` arrive as strings: give them the schema's types
@@ -24,10 +31,14 @@ apply_typed_overrides(
     config, workflow.config_settings.config, load_schema(f"{workflow.basedir}/config/schema.yaml")
 )
 validate(config, schema="../config/schema.yaml")  # also fills the schema's defaults: every process
+try:  # a stable_diffusion config's autoencoder, text encoder and schedule are its pipeline's
+    resolve_pipeline(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}")
 if workflow.is_main_process:
     # Relations between keys (stepattr.workflow.checks, which imports torch): checked once before any
     # job, not again in each job's own Snakemake process (a SLURM job would pay seconds).
-    from stepattr.workflow.checks import ConfigError, check_config
+    from stepattr.workflow.checks import check_config
 
     try:
         check_config(config)
@@ -84,7 +95,7 @@ def conditioning_inputs():
     """The text-to-image family's latent cache and the text states its UNet is conditioned on,
     for the jobs that train it or run it on training examples or targets; nothing for the
     pixel family."""
-    if config["family"] != "text_to_image":
+    if config["family"] not in LATENT_FAMILIES:
         return {}
     return {"latents": f"{OUT}/latents/latents.npz", "text_states": f"{OUT}/text/states.npz"}
 
@@ -93,14 +104,14 @@ def decoding_inputs():
     """Jobs that sample the text-to-image family's latents under prompts and decode them
     (targets, completions): its conditioning inputs and the autoencoder; nothing for the pixel
     family."""
-    if config["family"] != "text_to_image":
+    if config["family"] not in LATENT_FAMILIES:
         return {}
     return {**conditioning_inputs(), "autoencoder": autoencoder_files()}
 
 
 def all_outputs():
     """Every final output of the DAG: what `rule all` builds (each stage's *_outputs)."""
-    if config["family"] == "text_to_image":
+    if config["family"] in LATENT_FAMILIES:
         return text_to_image_outputs()
     return (
         datasets_outputs()
@@ -136,6 +147,12 @@ def text_to_image_outputs():
         + figures_outputs()
         + pipeline_outputs()
     )
+
+
+def model_params():
+    """What the train rules build (stepattr.workflow.configs.model_spec): the model section,
+    or a LoRA spec on the stable_diffusion family's pipeline UNet."""
+    return model_spec(config)
 
 
 def score_files(method):

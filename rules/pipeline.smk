@@ -1,5 +1,6 @@
-# Rules: pipeline (the text-to-image family). full_0, the autoencoder and the text encoder
-# saved as one StableDiffusionPipeline folder (stepattr.pipeline).
+# Rules: pipeline. The text-to-image family: full_0, the autoencoder and the text encoder saved
+# as one StableDiffusionPipeline folder. The stable_diffusion family: what its LoRA fine-tune
+# changes in the pipeline's samples (stepattr.pipeline).
 
 
 include: "functions/pipeline.smk"
@@ -27,3 +28,33 @@ rule export_pipeline:
         runtime=by_attempt(15),
     script:
         "../scripts/pipeline/export_pipeline.py"
+
+
+rule fine_tune_effect:
+    input:
+        model=model_file("full_0"),
+        model_config=f"{MODELS}/full_0/config.json",
+        classifier=f"{OUT}/classifier/model.safetensors",
+        train=f"{DATA}/train.npz",
+        pipeline=pipeline_index(),
+    output:
+        table=f"{TABLES}/fine_tune_effect.csv",
+        markdown=f"{TABLES}/fine_tune_effect.md",
+        figure=report(f"{FIGURES}/fine_tune_effect.png", caption="../report/fine_tune_effect.rst", category="Targets"),
+    log:
+        f"{LOGS}/fine_tune_effect/fine_tune_effect.log",
+    benchmark:
+        f"{BENCH}/fine_tune_effect/fine_tune_effect.tsv"
+    params:
+        effect=config["pipeline"]["effect"],
+        device=config["device"],
+        provenance=config_provenance(),
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(60),
+        gpu=gpu_resource(),
+    script:
+        "../scripts/pipeline/fine_tune_effect.py"

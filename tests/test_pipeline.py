@@ -11,35 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY_COND_UNET, tiny_parts
 
 from stepattr.core.diffusion import Schedule, build_unet, save_model, unet_kwargs
-from stepattr.latents.autoencoder import build_autoencoder
 from stepattr.pipeline.export import assemble_pipeline, load_pipeline, save_pipeline
-from stepattr.text.encoder import build_clip, load_text_encoder, token_ids, train_tokenizer
+from stepattr.text.encoder import load_text_encoder, token_ids
 
-MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
-         "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
-AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
-      "norm_num_groups": 4, "seed": 0}  # fmt: skip
-TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0}
+MODEL = TINY_COND_UNET
 PROMPT = "a handwritten digit 3"
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A UNet model folder, an autoencoder folder and a text-encoder folder, random weights."""
-    from transformers import CLIPTextModel
-
-    root = tmp_path_factory.mktemp("parts")
-    torch.manual_seed(0)
-    tokenizer = train_tokenizer([f"a handwritten digit {d}" for d in range(10)], 600)
-    clip = build_clip(TEXT, len(tokenizer), 1, 8)
-    tokenizer.save_pretrained(root / "text" / "tokenizer")
-    CLIPTextModel(clip.config.text_config).save_pretrained(root / "text" / "text_encoder")
-    build_autoencoder(AE, 1, 8).save_pretrained(root / "vae", safe_serialization=True)
-    unet = build_unet(MODEL, 4, 4, cross_attention_dim=16)
-    save_model(root / "unet", unet, unet_kwargs(MODEL, 4, 4, 16), Schedule(beta_end=0.015))
-    return root
+    return tiny_parts(tmp_path_factory.mktemp("parts"))
 
 
 def test_exported_pipeline_is_the_workflows_models(parts: Path, tmp_path: Path) -> None:

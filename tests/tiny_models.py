@@ -1,8 +1,11 @@
 """Model configs shared by the unit tests: small enough for a test to train or sample in seconds;
-and a killed training job, for the resume tests."""
+a killed training job, for the resume tests; and tiny text-to-image parts with random weights
+(UNet, autoencoder, tokenizer and text encoder) and the StableDiffusionPipeline folder made of
+them, for the plumbing tests of the pipeline and Stable Diffusion stages."""
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 TINY_UNET = {
     "block_out_channels": [8, 16],
@@ -29,3 +32,42 @@ def killed_at_step(monkeypatch, trainer_class: type, step: int) -> Iterator[None
         yield
     finally:
         monkeypatch.setattr(trainer_class, "train_step", real_step)
+
+
+TINY_COND_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
+                  "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
+TINY_AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
+           "norm_num_groups": 4, "seed": 0}  # fmt: skip
+TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0}
+
+
+def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
+    """``root``/unet (a workflow model folder), ``root``/vae and ``root``/text (tokenizer/ and
+    text_encoder/): 8x8 grayscale images, 4x4x4 latents, random weights."""
+    import torch
+    from transformers import CLIPTextModel
+
+    from stepattr.core.diffusion import Schedule, build_unet, save_model, unet_kwargs
+    from stepattr.latents.autoencoder import build_autoencoder
+    from stepattr.text.encoder import build_clip, train_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer([f"a handwritten digit {d}" for d in range(10)], 600)
+    clip = build_clip(TINY_TEXT, len(tokenizer), 1, 8)
+    tokenizer.save_pretrained(root / "text" / "tokenizer")
+    CLIPTextModel(clip.config.text_config).save_pretrained(root / "text" / "text_encoder")
+    build_autoencoder(TINY_AE, 1, 8).save_pretrained(root / "vae", safe_serialization=True)
+    unet = build_unet(TINY_COND_UNET, 4, 4, cross_attention_dim=16)
+    save_model(
+        root / "unet", unet, unet_kwargs(TINY_COND_UNET, 4, 4, 16), Schedule(beta_end=beta_end)
+    )
+    return root
+
+
+def tiny_pipeline(root: Path) -> Path:
+    """A StableDiffusionPipeline folder ``root``/pipeline of :func:`tiny_parts`."""
+    from stepattr.pipeline.export import assemble_pipeline, save_pipeline
+
+    parts = tiny_parts(root / "parts")
+    pipeline = assemble_pipeline(parts / "unet", parts / "vae", parts / "text", 0.5)
+    return save_pipeline(pipeline, root / "pipeline")

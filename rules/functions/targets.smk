@@ -12,6 +12,6 @@ def targets_outputs():
 def sample_targets_inputs(wildcards):
     """Prompted targets (text-to-image) also read the autoencoder, latents, states and the
     split's class names."""
-    if config["family"] != "text_to_image":
+    if config["family"] not in LATENT_FAMILIES:
         return {}
     return {**decoding_inputs(), "train": f"{DATA}/train.npz"}

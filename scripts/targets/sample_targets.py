@@ -15,12 +15,13 @@ from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, l
 from stepattr.targets.generate import generated_targets, save_grid_png, save_targets  # noqa: E402
 from stepattr.targets.prompts import prompted_targets  # noqa: E402
 from stepattr.text.encoder import load_text_states  # noqa: E402
+from stepattr.workflow.names import LATENT_FAMILIES  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params
 device = resolve_device(p.device)
 unet, schedule, _ = load_model(Path(smk.input.model).parent, device)
-if p.family == "text_to_image":
+if p.family in LATENT_FAMILIES:
     source = autoencoder_source(smk.input.autoencoder, p.hub_id)
     arrays = prompted_targets(
         unet,

@@ -14,6 +14,7 @@ from stepattr.core.io import save_csv  # noqa: E402
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.transitions.curves import feature_curves, prompted_completions  # noqa: E402
 from stepattr.transitions.detectors import load_detector  # noqa: E402
+from stepattr.workflow.names import LATENT_FAMILIES  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 device = resolve_device(smk.params.device)
@@ -22,7 +23,7 @@ detector = load_detector(
     cfg["detector"], Path(smk.input.classifier).parent, smk.params.clip, device=device
 )
 prompted = None
-if smk.params.family == "text_to_image":
+if smk.params.family in LATENT_FAMILIES:
     vae = load_autoencoder(autoencoder_source(smk.input.autoencoder, smk.params.hub_id), device)
     prompted = prompted_completions(
         smk.input.text_states, vae, load_latents(smk.input.latents)[2], smk.params.guidance

@@ -22,25 +22,52 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from stepattr.core.io import atomic_path, load_weights, save_json
+from stepattr.core.io import atomic_path, load_weights, read_weights, save_json
+from stepattr.core.lora import (
+    build_lora_unet,
+    is_lora_spec,
+    load_lora_weights,
+    lora_meta,
+    lora_state_dict,
+)
+
+BETA_SCHEDULES = ("linear", "scaled_linear")
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Linear-beta DDPM noise schedule."""
+    """DDPM noise schedule: betas linear in t (the paper's), or ``scaled_linear`` (linear in
+    sqrt(beta): Stable Diffusion's, diffusers' name)."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    beta_schedule: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(
+                f"diffusion.beta_schedule = {self.beta_schedule!r}; "
+                f"expected one of {BETA_SCHEDULES}"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Schedule:
         return cls(
-            int(cfg["num_train_timesteps"]), float(cfg["beta_start"]), float(cfg["beta_end"])
+            int(cfg["num_train_timesteps"]),
+            float(cfg["beta_start"]),
+            float(cfg["beta_end"]),
+            str(cfg.get("beta_schedule", "linear")),
         )
 
     @property
     def betas(self) -> torch.Tensor:
+        if self.beta_schedule == "scaled_linear":
+            root = torch.linspace(
+                self.beta_start**0.5, self.beta_end**0.5, self.num_train_timesteps,
+                dtype=torch.float64,
+            )  # fmt: skip
+            return root**2
         return torch.linspace(
             self.beta_start, self.beta_end, self.num_train_timesteps, dtype=torch.float64
         )
@@ -156,7 +183,10 @@ def build_unet(
 ) -> torch.nn.Module:
     """A freshly initialised UNet for a config (seed torch before calling for reproducibility):
     ``UNet2DModel``, or with ``cross_attention_dim`` a text-conditioned
-    ``UNet2DConditionModel`` on latents of side ``image_size``."""
+    ``UNet2DConditionModel`` on latents of side ``image_size``; a LoRA spec (``base`` and
+    ``lora``, :mod:`stepattr.core.lora`) is its base UNet with fresh adapters."""
+    if is_lora_spec(model_cfg):
+        return build_lora_unet(model_cfg)
     check_model_config(model_cfg, image_size)
     cls = UNet2DModel if cross_attention_dim is None else UNet2DConditionModel
     return cls(**unet_kwargs(model_cfg, image_size, channels, cross_attention_dim))
@@ -185,23 +215,28 @@ def save_model(
     info: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``model.safetensors`` and ``config.json`` (architecture and its class, schedule,
-    provenance)."""
+    provenance). For a LoRA spec ``unet_config`` only the adapters are written, and the
+    config names the base (:func:`stepattr.core.lora.lora_meta`)."""
     directory = Path(directory)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
+    lora = is_lora_spec(unet_config)
+    weights = lora_state_dict(unet) if lora else unet.state_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     save_json(
         directory / "config.json",
         {
             "unet_class": type(unet).__name__,
-            "unet": dict(unet_config),
+            "unet": {} if lora else dict(unet_config),
             "schedule": {
                 "num_train_timesteps": schedule.num_train_timesteps,
                 "beta_start": schedule.beta_start,
                 "beta_end": schedule.beta_end,
+                "beta_schedule": schedule.beta_schedule,
             },
             "info": dict(info or {}),
-        },
+        }
+        | ({"lora": lora_meta(unet_config)} if lora else {}),
     )
 
 
@@ -216,13 +251,20 @@ def load_model(
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
     try:
         meta = json.loads(cfg_path.read_text())
-        unet = UNET_CLASSES[meta.get("unet_class", "UNet2DModel")](**meta["unet"])
         schedule = Schedule(**meta["schedule"])
+        if "lora" in meta:
+            spec = {"base": meta["lora"]["base"], "lora": meta["lora"]["lora"]}
+        else:
+            unet = UNET_CLASSES[meta.get("unet_class", "UNet2DModel")](**meta["unet"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(
             f"{cfg_path}: not a model config written by this workflow ({err})"
         ) from err
-    load_weights(unet, weights, cfg_path)
+    if "lora" in meta:
+        unet = build_lora_unet(spec)
+        load_lora_weights(unet, read_weights(weights), str(weights))
+    else:
+        load_weights(unet, weights, cfg_path)
     return unet.to(device).eval(), schedule, meta
 
 

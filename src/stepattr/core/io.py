@@ -112,17 +112,22 @@ def load_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
+def read_weights(weights: str | os.PathLike) -> dict[str, Any]:
+    """The tensors of a safetensors file; an unreadable file is named."""
+    from safetensors.torch import load_file  # torch-free modules import this one too
+
+    try:
+        return load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{weights}: cannot read safetensors weights ({err})") from err
+
+
 def load_weights(module: Any, weights: str | os.PathLike, config: str | os.PathLike) -> None:
     """Load a safetensors file strictly into ``module``; errors name the file at fault.
 
     Weights are only ever read as safetensors (no pickle), so a checkpoint cannot run code.
     """
-    from safetensors.torch import load_file  # torch-free modules import this one too
-
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{weights}: cannot read safetensors weights ({err})") from err
+    state = read_weights(weights)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -33,7 +33,7 @@ from stepattr.datasets.classes import select_classes
 from stepattr.datasets.coco import CAPTIONS_MEMBER, load_coco
 from stepattr.datasets.image_folder import load_image_folder
 from stepattr.datasets.mnist5k import load_mnist5k
-from stepattr.datasets.split import stratified_cap, stratified_split
+from stepattr.datasets.split import cap_classes, stratified_cap, stratified_split
 from stepattr.datasets.transform import resize_square
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,9 @@ def load_splits(
     if max_train is not None:
         train = stratified_cap(train, int(max_train), seed)
         split["max_train"] = int(max_train)
+    if cfg.get("class_max"):
+        train = cap_classes(train, cfg["class_max"], seed)
+        split["class_max"] = dict(cfg["class_max"])
     if cfg.get("caption_templates") is not None:
         train, test = (
             dataclasses.replace(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -44,6 +45,25 @@ def stratified_cap(data: LabeledImages, max_images: int, seed: int) -> LabeledIm
         rng.choice(np.flatnonzero(data.labels == c), size=int(k), replace=False)
         for c, k in enumerate(keep)
     ]
+    return data.take(np.sort(np.concatenate(chosen)))
+
+
+def cap_classes(data: LabeledImages, caps: Mapping[str, int], seed: int) -> LabeledImages:
+    """Keep at most ``caps[name]`` images of each named class (seeded draw); other classes
+    keep all: a class-skewed set, e.g. a fine-tuning folder that is mostly one class."""
+    unknown = sorted(set(caps) - set(data.class_names))
+    if unknown:
+        raise ValueError(
+            f"dataset.class_max names {unknown}, which are not classes of this dataset "
+            f"({', '.join(data.class_names)})"
+        )
+    rng = np.random.default_rng([seed, CAP_STREAM])
+    chosen = []
+    for c, name in enumerate(data.class_names):
+        rows = np.flatnonzero(data.labels == c)
+        if name in caps and len(rows) > int(caps[name]):
+            rows = rng.choice(rows, size=int(caps[name]), replace=False)
+        chosen.append(rows)
     return data.take(np.sort(np.concatenate(chosen)))
 
 

@@ -35,7 +35,7 @@ def ddpm_scheduler(schedule: Schedule) -> Any:
         num_train_timesteps=schedule.num_train_timesteps,
         beta_start=schedule.beta_start,
         beta_end=schedule.beta_end,
-        beta_schedule="linear",
+        beta_schedule=schedule.beta_schedule,
         prediction_type="epsilon",
         clip_sample=False,
         timestep_spacing="leading",

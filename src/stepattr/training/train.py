@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from stepattr.core.diffusion import Schedule, add_noise, build_unet, save_model, unet_kwargs
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, save_csv, sha256_file
+from stepattr.core.lora import is_lora_spec
 from stepattr.core.seeds import DATA_ORDER, MODEL_INIT, TRAIN_STEP, derive_seed, numpy_rng
 from stepattr.latents.autoencoder import load_latents
 from stepattr.training.conditioning import CaptionConditioning, caption_conditioning
@@ -140,7 +141,12 @@ class DiffusionTrainer:
         self.unet.train()
         decay = float(self.cfg["ema_decay"])
         self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval() if decay > 0 else None
-        self.params = [p for p in self.unet.parameters() if p.requires_grad]
+        trainable = {n for n, p in self.unet.named_parameters() if p.requires_grad}
+        self.params = [p for n, p in self.unet.named_parameters() if n in trainable]
+        # the EMA follows what trains (a LoRA model's frozen base is the same in both)
+        self.ema_params = (
+            [p for n, p in self.ema.named_parameters() if n in trainable] if self.ema else []
+        )
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=float(self.cfg["lr"]),
@@ -194,10 +200,7 @@ class DiffusionTrainer:
         self.optimizer.step()
         if self.ema is not None:
             decay = ema_decay_at(float(self.cfg["ema_decay"]), step)
-            ema_params = list(self.ema.parameters())
-            torch._foreach_lerp_(
-                ema_params, [p.detach() for p in self.unet.parameters()], 1 - decay
-            )
+            torch._foreach_lerp_(self.ema_params, [p.detach() for p in self.params], 1 - decay)
         self.step += 1
         return loss.detach()
 
@@ -281,7 +284,8 @@ def recipe_fingerprint(
     recipe = {
         "model": dict(model_cfg),
         "train": {k: v for k, v in train_cfg.items() if k not in RUNTIME_KEYS},
-        "schedule": [schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end],
+        "schedule": [schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end]
+        + ([schedule.beta_schedule] if schedule.beta_schedule != "linear" else []),
         "seed": int(seed),
         "steps": int(steps),
         "data": data_digest,
@@ -435,7 +439,10 @@ def _save_trained(
     """model.safetensors, config.json and loss.csv of one trained workflow model."""
     channels, size = int(image_shape[0]), int(image_shape[1])
     info = dict(info) | {"final_loss_smooth": float(losses["loss_smooth"].iloc[-1])}
-    kwargs = unet_kwargs(model_cfg, size, channels, cross_attention_dim)
+    if is_lora_spec(model_cfg):
+        kwargs = dict(model_cfg)
+    else:
+        kwargs = unet_kwargs(model_cfg, size, channels, cross_attention_dim)
     save_model(out_dir, model, kwargs, schedule, info)
     save_csv(Path(out_dir) / "loss.csv", losses)
 

@@ -16,19 +16,24 @@ import torch
 import yaml
 
 from stepattr.core.diffusion import Schedule, build_unet, check_model_config
+from stepattr.core.lora import check_lora
 from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
-from stepattr.workflow.configs import ConfigError, load_config, model_side
-from stepattr.workflow.names import attribution_methods, attribution_projectors
+from stepattr.workflow.configs import ConfigError, load_config, model_side, resolve_pipeline
+from stepattr.workflow.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the first key whose value cannot work."""
+    family = cfg.get("family", "pixel")
     try:
-        check_model_config(cfg["model"], model_side(cfg))
+        if family == "stable_diffusion":  # the UNet is the pipeline's: its LoRA is configured
+            check_lora(cfg["pipeline"]["lora"])
+        else:
+            check_model_config(cfg["model"], model_side(cfg))
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    if cfg.get("family", "pixel") == "text_to_image":
+    if family in LATENT_FAMILIES:
         check_text_to_image(cfg)
     diff = cfg["diffusion"]
     if diff["beta_start"] >= diff["beta_end"]:
@@ -87,7 +92,7 @@ def unet_inputs(cfg: Mapping[str, Any]) -> tuple[int, int | None]:
     """Input channels and cross-attention width of the configured UNet (a pretrained
     autoencoder's or text encoder's own sizes are known only once loaded: the config's
     stand in for the layout check)."""
-    if cfg.get("family", "pixel") != "text_to_image":
+    if cfg.get("family", "pixel") not in LATENT_FAMILIES:
         return 1, None
     return int(cfg["autoencoder"]["latent_channels"]), int(cfg["text_encoder"]["width"])
 
@@ -102,27 +107,28 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         and (ds["source"] != "coco")
     ):
         raise ConfigError(
-            "family = text_to_image needs captions: set dataset.caption_templates, "
+            f"family = {cfg['family']} needs captions: set dataset.caption_templates, "
             "dataset.captions_csv (image_folder) or dataset.source: coco"
         )
     if not cfg["subsets"].get("shared_batches", True):
-        raise ConfigError("family = text_to_image needs subsets.shared_batches: true")
+        raise ConfigError(f"family = {cfg['family']} needs subsets.shared_batches: true")
     if not cfg["sampling"].get("prompts"):
         raise ConfigError(
-            "family = text_to_image needs sampling.prompts: its targets are sampled from them"
+            f"family = {cfg['family']} needs sampling.prompts: its targets are sampled from them"
         )
     # parts of issue #17 still to come: refused by name rather than run half-way
     if cfg["sampling"].get("num_validation", 0):
         raise ConfigError(
-            "family = text_to_image has no validation targets yet: set sampling.num_validation: 0"
+            f"family = {cfg['family']} has no validation targets yet: "
+            "set sampling.num_validation: 0"
         )
     if (cfg.get("influence") or {}).get("methods"):
         raise ConfigError(
-            "family = text_to_image has no K-FAC influence yet: set influence.methods: []"
+            f"family = {cfg['family']} has no K-FAC influence yet: set influence.methods: []"
         )
     if (cfg.get("figures") or {}).get("patch_targets"):
         raise ConfigError(
-            "family = text_to_image has no patch attribution yet (patches would be in latent "
+            f"family = {cfg['family']} has no patch attribution yet (patches would be in latent "
             "coordinates): set figures.patch_targets: []"
         )
 
@@ -137,6 +143,11 @@ def check_attribution(cfg: Mapping[str, Any]) -> None:
     try:
         attribution_methods(att)
         if "factored" in attribution_projectors(att):
+            if cfg.get("family", "pixel") == "stable_diffusion":
+                raise ValueError(
+                    "attribution.projectors: the factored projector does not cover LoRA "
+                    "adapters yet; use [dense] with family stable_diffusion"
+                )
             with torch.device("meta"):
                 unet = build_unet(cfg["model"], model_side(cfg), *unet_inputs(cfg))
             plan_factors(unet, int(att["proj_dim"]) * int(att.get("factored_expansion", 1)))
@@ -154,5 +165,6 @@ def validate_file(config_path: str | Path, schema_path: str | Path) -> dict[str,
     except jsonschema.ValidationError as err:
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{config_path}: {key}: {err.message}") from err
+    resolve_pipeline(cfg)
     check_config(cfg)
     return cfg

@@ -16,11 +16,14 @@ Torch-free: every job's Snakemake process runs it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stepattr.workflow.names import LATENT_FAMILIES
 
 
 def _types(spec: Mapping[str, Any]) -> set[str]:
@@ -104,7 +107,7 @@ def model_side(cfg: Mapping[str, Any]) -> int:
     autoencoder the config's layout stands in for the loaded one's: config/coco.yaml)."""
     size = int(cfg["dataset"]["image_size"])
     ae = cfg.get("autoencoder") or {}
-    if cfg.get("family", "pixel") != "text_to_image":
+    if cfg.get("family", "pixel") not in LATENT_FAMILIES:
         return size
     levels = len(ae["block_out_channels"])
     if size % 2 ** (levels - 1):
@@ -113,3 +116,107 @@ def model_side(cfg: Mapping[str, Any]) -> int:
             f"autoencoder (autoencoder.block_out_channels has {levels} levels)"
         )
     return size // 2 ** (levels - 1)
+
+
+# --------------------------------------------------------------- the Stable Diffusion family
+
+#: the folders a StableDiffusionPipeline folder must hold for this workflow
+PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: the keys a stable_diffusion config takes from its pipeline (they must be left at default)
+PIPELINE_OWNED = (("autoencoder", "pretrained"), ("text_encoder", "pretrained"))
+
+
+def pipeline_folder(path: str) -> Path:
+    """``pipeline.path`` as a local folder: a folder, or a hub id already in the local
+    Hugging Face cache (nothing is downloaded). A missing folder or part is named."""
+    folder = Path(path)
+    if not folder.is_dir() and path.count("/") == 1 and not path.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(path, local_files_only=True))
+        except Exception as err:  # not cached (or no huggingface_hub): say how to get it
+            raise ConfigError(
+                f"pipeline.path = {path!r} is neither a folder nor a hub id in the local cache "
+                f"(download it first: huggingface-cli download {path} --local-dir <folder>, "
+                f"then set pipeline.path to <folder>) ({type(err).__name__})"
+            ) from err
+    if not folder.is_dir():
+        raise ConfigError(
+            f"pipeline.path = {path!r}: no such folder (config/digits_sd.yaml's pipeline is "
+            "built by: snakemake --cores all --configfile config/digits_t2i.yaml "
+            "results/digits_t2i/pipeline/model_index.json)"
+        )
+    missing = [part for part in PIPELINE_PARTS if not (folder / part).is_dir()]
+    if missing or not (folder / "model_index.json").is_file():
+        what = f"{missing[0]}/" if missing else "model_index.json"
+        raise ConfigError(
+            f"pipeline.path = {path!r}: not a StableDiffusionPipeline folder (no {what})"
+        )
+    return folder
+
+
+def _part_config(folder: Path, part: str, name: str = "config.json") -> dict[str, Any]:
+    file = folder / part / name
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"pipeline.path: cannot read {file} ({err})") from err
+
+
+def resolve_pipeline(cfg: MutableMapping[str, Any]) -> None:
+    """Fill in place what a ``stable_diffusion`` config takes from its pipeline folder.
+
+    The autoencoder and text encoder are the pipeline's (``autoencoder.pretrained``,
+    ``text_encoder.pretrained``); the latent layout, the text width and the noise schedule
+    are read from its configs, so every check, cost and memory estimate sees the real
+    sizes. A pipeline whose scheduler predicts anything but epsilon is refused by name.
+    Other families are left alone.
+    """
+    if cfg.get("family", "pixel") != "stable_diffusion":
+        return
+    path = (cfg.get("pipeline") or {}).get("path")
+    if not path:
+        raise ConfigError("family = stable_diffusion needs pipeline.path (a pipeline folder)")
+    for section, key in PIPELINE_OWNED:
+        value = cfg[section].get(key)
+        if value is not None and not str(value).startswith(str(path)):
+            raise ConfigError(
+                f"{section}.{key} = {value!r}: family stable_diffusion takes it from "
+                "pipeline.path; leave it null"
+            )
+    folder = pipeline_folder(str(path))
+    vae, text = _part_config(folder, "vae"), _part_config(folder, "text_encoder")
+    scheduler = _part_config(folder, "scheduler", "scheduler_config.json")
+    prediction = scheduler.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise ConfigError(
+            f"pipeline.path = {path!r}: its scheduler predicts {prediction!r}; the output "
+            "functions here are written for epsilon prediction (e.g. SD 1.5, SD 2.1-base)"
+        )
+    cfg["pipeline"]["path"] = str(folder)
+    cfg["autoencoder"] |= {
+        "pretrained": str(folder / "vae"),
+        "block_out_channels": list(vae["block_out_channels"]),
+        "latent_channels": int(vae["latent_channels"]),
+    }
+    cfg["text_encoder"] |= {
+        "pretrained": str(folder),
+        "width": int(text["hidden_size"]),
+        "context": int(text["max_position_embeddings"]),
+    }
+    cfg["diffusion"] |= {
+        "num_train_timesteps": int(scheduler["num_train_timesteps"]),
+        "beta_start": float(scheduler["beta_start"]),
+        "beta_end": float(scheduler["beta_end"]),
+        "beta_schedule": str(scheduler.get("beta_schedule", "linear")),
+    }
+
+
+def model_spec(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What the train rules build: the ``model`` section, or for ``stable_diffusion`` (after
+    :func:`resolve_pipeline`) a LoRA spec on the pipeline's UNet (stepattr.core.lora)."""
+    if cfg.get("family", "pixel") != "stable_diffusion":
+        return dict(cfg["model"])
+    base = str(Path(cfg["pipeline"]["path"]) / "unet")
+    return {"base": base, "lora": dict(cfg["pipeline"]["lora"])}

@@ -15,8 +15,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# model families: pixel DDPMs (the paper's CIFAR setting) and text-to-image latent diffusion
-FAMILIES = ("pixel", "text_to_image")
+# model families: pixel DDPMs (the paper's CIFAR setting), text-to-image latent diffusion
+# trained here, and LoRA fine-tunes of a pretrained Stable Diffusion pipeline; the latent ones
+# share every stage from latents to figures
+FAMILIES = ("pixel", "text_to_image", "stable_diffusion")
+LATENT_FAMILIES = ("text_to_image", "stable_diffusion")
 
 # dataset.source values (rules/datasets.smk, stepattr.datasets.prepare; config/schema.yaml's
 # enum must list the same); memory (MB) and wall time (minutes) of prepare_data per source:
