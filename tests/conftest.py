@@ -77,3 +77,22 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory, run_snakemake) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"the ci DAG failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return outdir
+
+
+@pytest.fixture(scope="session")
+def sd_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Pipeline folders for the Stable Diffusion configs' checks and dry runs: a tiny real one
+    (random weights) for config/digits_sd.yaml, SD v1.5's configs without weights for
+    config/sd.yaml, and the image folder sd.yaml names (its CSVs empty: dry runs only)."""
+    from tiny_models import skeleton_sd15, tiny_pipeline
+
+    root = tmp_path_factory.mktemp("sd_pipelines")
+    images = root / "artbench2"
+    images.mkdir()
+    for name in ("labels.csv", "captions.csv"):
+        (images / name).write_text("")
+    return {
+        "config/digits_sd.yaml": tiny_pipeline(root),
+        "config/sd.yaml": skeleton_sd15(root),
+        "images": images,
+    }

@@ -33,7 +33,8 @@ CONFIGS = [
     "config/digits_t2i.yaml",
     "config/coco.yaml",
 ]
-OVERLAYS = CONFIGS[1:]
+SD_CONFIGS = ["config/digits_sd.yaml", "config/sd.yaml"]  # need a pipeline folder to validate
+OVERLAYS = CONFIGS[1:] + SD_CONFIGS
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,45 @@ def write_config(tmp_path: Path, cfg: dict[str, Any]) -> Path:
 def test_shipped_configs_validate(repo: Path, configfile: str) -> None:
     cfg = validate_file(repo / configfile, repo / "config/schema.yaml")
     assert cfg["dataset"]["source"] in DATASET_SOURCES
+
+
+def sd_overlay(repo: Path, tmp_path: Path, configfile: str, pipelines: dict, **keys) -> Path:
+    """``configfile`` with its pipeline (and image folder) pointed at the test's folders, as a
+    config beside a copy of the default and the schema (what validate_file reads)."""
+    cfg = yaml.safe_load((repo / configfile).read_text())
+    cfg["pipeline"]["path"] = str(pipelines[configfile])
+    if cfg["dataset"].get("source") == "image_folder":
+        cfg["dataset"]["path"] = str(pipelines["images"])
+    for section, values in keys.items():
+        cfg[section] = cfg.get(section, {}) | values
+    for name in ("config.yaml", "schema.yaml"):
+        (tmp_path / name).write_text((repo / "config" / name).read_text())
+    return write_config(tmp_path, cfg)
+
+
+@pytest.mark.parametrize("configfile", SD_CONFIGS)
+def test_stable_diffusion_configs_validate_on_a_pipeline_folder(
+    repo: Path, tmp_path: Path, sd_pipelines, configfile: str
+) -> None:
+    path = sd_overlay(repo, tmp_path, configfile, sd_pipelines)
+    cfg = validate_file(path, tmp_path / "schema.yaml")
+    assert cfg["autoencoder"]["pretrained"] == str(sd_pipelines[configfile] / "vae")
+    assert cfg["family"] == "stable_diffusion"
+
+
+def test_stable_diffusion_bad_inputs_are_named(repo: Path, tmp_path: Path, sd_pipelines) -> None:
+    config = "config/digits_sd.yaml"
+    path = sd_overlay(repo, tmp_path, config, sd_pipelines, pipeline={"path": "nowhere"})
+    with pytest.raises(ConfigError, match=r"pipeline.path = 'nowhere': no such folder"):
+        validate_file(path, tmp_path / "schema.yaml")
+    lora = {"rank": 0, "alpha": 4, "target_modules": ["to_q"]}
+    path = sd_overlay(repo, tmp_path, config, sd_pipelines, pipeline={"lora": lora})
+    with pytest.raises(ConfigError, match=r"pipeline.lora.rank: 0 is less than the minimum"):
+        validate_file(path, tmp_path / "schema.yaml")
+    factored = {"projector": "factored"}
+    path = sd_overlay(repo, tmp_path, config, sd_pipelines, attribution=factored)
+    with pytest.raises(ConfigError, match=r"factored projector does not cover LoRA"):
+        validate_file(path, tmp_path / "schema.yaml")
 
 
 def changed_keys(base: dict[str, Any], overlay: dict[str, Any], path: str = "") -> list[str]:

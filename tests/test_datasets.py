@@ -111,6 +111,19 @@ def test_max_train_cap_is_stratified_and_nested(tmp_path: Path) -> None:
         assert np.array_equal(a["source_index"], b["source_index"])  # the cap leaves test alone
 
 
+def test_class_max_skews_the_training_split_only(tmp_path: Path) -> None:
+    caps = {str(d): 20 for d in range(10) if d != 7}
+    manifest = run_prepare(tmp_path / "skew", mnist_cfg(image_size=8, class_max=caps))
+    _, labels, _ = load_split(tmp_path / "skew" / "train.npz")
+    counts = np.bincount(labels, minlength=10)
+    assert counts[7] == 450 and (np.delete(counts, 7) == 20).all()
+    assert manifest["split"]["class_max"] == caps
+    _, test_labels, _ = load_split(tmp_path / "skew" / "test.npz")
+    assert (np.bincount(test_labels) == 50).all()  # the test split stays balanced
+    with pytest.raises(DatasetError, match=r"dataset.class_max names \['ten'\]"):
+        run_prepare(tmp_path / "bad", mnist_cfg(image_size=8, class_max={"ten": 3}))
+
+
 def test_stratified_cap_uses_largest_remainders() -> None:
     labels = np.array([0] * 5 + [1] * 3 + [2] * 2, dtype=np.int64)
     data = LabeledImages(

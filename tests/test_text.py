@@ -93,6 +93,23 @@ def test_trained_encoder_saves_pipeline_folders_and_states(
     np.testing.assert_allclose(states["a handwritten digit 42"], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_prompt_the_tokenizer_would_cut_is_named_and_nothing_written(
+    tmp_path: Path, captioned, one_thread
+) -> None:
+    train, _ = captioned
+    tokenizer = train_tokenizer([f"the number {d}" for d in range(10)], 600)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16,
+                            num_hidden_layers=1, num_attention_heads=2,
+                            max_position_embeddings=6)  # fmt: skip
+    encoder = CLIPTextModel(config)
+    long_prompt = "the number 1 the number 2"
+    with pytest.raises(ValueError, match=r"sampling\.prompts\[1\] = 'the number 1 the number"):
+        write_text_states(tokenizer, encoder, train, ["the 1", long_prompt], tmp_path / "s.npz")
+    assert not (tmp_path / "s.npz").exists()
+
+
 def test_pretrained_folder_missing_a_component_is_named(tmp_path: Path) -> None:
     (tmp_path / "pipe" / "tokenizer").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"text_encoder\.pretrained = '.*pipe': no text_encoder/"):

@@ -41,6 +41,23 @@ def test_dry_run_every_config(run_snakemake, configfile: str, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("configfile", ["config/digits_sd.yaml", "config/sd.yaml"])
+def test_dry_run_stable_diffusion_configs(
+    run_snakemake, configfile: str, tmp_path: Path, sd_pipelines
+) -> None:
+    """On a pipeline folder (tiny, or SD v1.5's configs); without one the error names the key."""
+    args = ["-n", "--quiet", "rules", "--cores", "1", "--configfile", configfile, "--config"]
+    found = run_snakemake(
+        *args, f"outdir={tmp_path}/results", f"pipeline={{path: {sd_pipelines[configfile]}}}",
+        f"dataset={{path: {sd_pipelines['images']}}}",
+    )  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "fine_tune_effect" in found.stdout + found.stderr
+    missing = run_snakemake(*args, f"outdir={tmp_path}/results", "pipeline={path: nowhere}")
+    assert missing.returncode != 0
+    assert "invalid config: pipeline.path = 'nowhere'" in missing.stdout + missing.stderr
+
+
 def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None:
     """The ci DAG ran; its outputs fit together; a second run has nothing left to do."""
     import numpy as np

@@ -71,3 +71,28 @@ def tiny_pipeline(root: Path) -> Path:
     parts = tiny_parts(root / "parts")
     pipeline = assemble_pipeline(parts / "unet", parts / "vae", parts / "text", 0.5)
     return save_pipeline(pipeline, root / "pipeline")
+
+
+def skeleton_sd15(root: Path) -> Path:
+    """A StableDiffusionPipeline folder of Stable Diffusion v1.5's configs without weights
+    (what config checks, dry runs and the cost table read): ``root``/sd15."""
+    import json
+
+    folder = root / "sd15"
+    parts = {
+        "unet/config.json": {"_class_name": "UNet2DConditionModel", "sample_size": 64,
+                             "cross_attention_dim": 768, "in_channels": 4},
+        "vae/config.json": {"_class_name": "AutoencoderKL", "latent_channels": 4,
+                            "block_out_channels": [128, 256, 512, 512], "scaling_factor": 0.18215},
+        "text_encoder/config.json": {"hidden_size": 768, "max_position_embeddings": 77},
+        "tokenizer/tokenizer_config.json": {"model_max_length": 77},
+        "scheduler/scheduler_config.json": {"_class_name": "PNDMScheduler", "beta_start": 0.00085,
+                                            "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                                            "num_train_timesteps": 1000,
+                                            "prediction_type": "epsilon"},
+        "model_index.json": {"_class_name": "StableDiffusionPipeline"},
+    }  # fmt: skip
+    for name, content in parts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(content))
+    return folder

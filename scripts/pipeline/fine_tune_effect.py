@@ -15,6 +15,7 @@ from stepattr.core.images import load_split, save_image_grid, to_uint8  # noqa: 
 from stepattr.core.io import save_csv, save_text  # noqa: E402
 from stepattr.pipeline.effect import fine_tune_effect  # noqa: E402
 from stepattr.pipeline.export import load_pipeline  # noqa: E402
+from stepattr.text.encoder import token_ids  # noqa: E402
 from stepattr.transitions.classifier import load_classifier  # noqa: E402
 from stepattr.workflow.provenance import describe_config  # noqa: E402
 
@@ -23,6 +24,9 @@ p = smk.params
 device = resolve_device(p.device)
 index = smk.input.pipeline  # the pipeline folder's model_index.json
 pipeline = load_pipeline(Path(index if isinstance(index, str) else index[0]).parent, device)
+if p.effect["prompt"].strip():  # a prompt the pipeline would cut is an error, not a warning
+    context = int(pipeline.text_encoder.config.max_position_embeddings)
+    token_ids(pipeline.tokenizer, [p.effect["prompt"]], context, "pipeline.effect.prompt")
 fine_tuned, _, _ = load_model(Path(smk.input.model).parent, device)
 table, samples = fine_tune_effect(
     pipeline,

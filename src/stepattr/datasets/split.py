@@ -53,7 +53,7 @@ def cap_classes(data: LabeledImages, caps: Mapping[str, int], seed: int) -> Labe
     keep all: a class-skewed set, e.g. a fine-tuning folder that is mostly one class."""
     unknown = sorted(set(caps) - set(data.class_names))
     if unknown:
-        raise ValueError(
+        raise DatasetError(
             f"dataset.class_max names {unknown}, which are not classes of this dataset "
             f"({', '.join(data.class_names)})"
         )

@@ -247,7 +247,9 @@ def write_text_states(
     context = int(encoder.config.max_position_embeddings)
     texts = sorted({c for caps in load_captions(train_path) for c in caps} | set(extra_texts))
     empty = tokenizer([EMPTY], padding="max_length", max_length=context, return_tensors="pt")
-    ids = torch.cat([empty.input_ids, token_ids(tokenizer, texts, context, "captions and prompts")])
+    if extra_texts:  # a prompt the tokenizer would cut is named by its key, before the captions
+        token_ids(tokenizer, list(extra_texts), context, "sampling.prompts")
+    ids = torch.cat([empty.input_ids, token_ids(tokenizer, texts, context, "training captions")])
     texts = [EMPTY, *texts]
     states = []
     with torch.no_grad():
