@@ -78,3 +78,19 @@ def test_cli_prints_the_table_of_a_real_config(repo: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| retrain | 216 |" in proc.stdout  # 64 + 8 subsets x 3 seeds
     assert "GPU-h" in proc.stdout
+
+
+def test_lora_parameters_of_sd15_at_rank_4_are_diffusers_count() -> None:
+    """Stable Diffusion v1.5's UNet with rank-4 adapters on its attention projections has
+    797,184 trainable parameters (the count diffusers' LoRA training prints); the features of
+    the stable_diffusion family are projected from these, not from the 860M of the base."""
+    from stepattr.workflow.cost import attributed_parameters
+
+    sd15 = {"family": "stable_diffusion", "text_encoder": {"width": 768},
+            "model": {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
+                      "attention_levels": [0, 1, 2]},
+            "pipeline": {"lora": {"rank": 4}}}  # fmt: skip
+    assert attributed_parameters(sd15) == 797_184
+    assert attributed_parameters(sd15 | {"pipeline": {"lora": {"rank": 64}}}) == 16 * 797_184
+    pixel = sd15 | {"family": "pixel"}
+    assert attributed_parameters(pixel) > 100 * attributed_parameters(sd15)

@@ -130,3 +130,29 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     curves = pd.read_csv(outdir / "transitions/generated.csv")  # decoded completions
     assert len(curves) == 4 * 3 and curves["p"].between(0, 1).all()
     assert (outdir / "figures/transitions.png").stat().st_size > 0
+
+    # the Stable Diffusion family on the pipeline this run exported: LoRA fine-tune, features
+    # with respect to the adapters, LDS against LoRA retraining, what the fine-tune changes
+    sd_out = tmp_path / "sd"
+    proc = run_snakemake(
+        "--cores", "2", "--configfile", "config/digits_sd.yaml", "config/ci.yaml",
+        "config/ci_t2i.yaml", "config/ci_sd.yaml", "--config", f"outdir={sd_out}",
+        f"pipeline={{path: {outdir}/pipeline}}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    meta = pd.read_json(sd_out / "models/full_0/config.json", typ="series")
+    assert meta["lora"]["base"] == f"{outdir}/pipeline/unet"
+    with np.load(sd_out / "data/mnist5k_skewed7/train.npz") as train:
+        counts = np.bincount(train["labels"], minlength=10)
+    assert counts[7] > counts[0] and np.delete(counts, 7).max() <= 20
+    scores = np.load(sd_out / "scores/trak/scores.npy")
+    assert scores.shape == (4, 3, counts.sum()) and np.isfinite(scores).all()
+    lds = pd.read_csv(sd_out / "tables/lds.csv")
+    assert {"trak", "dtrak", "pixel", "random"} <= set(lds["method"])
+    effect = pd.read_csv(sd_out / "tables/fine_tune_effect.csv")
+    assert (effect["base_count"].iloc[:-1].sum(), effect["fine_tuned_count"].iloc[:-1].sum()) == (
+        8,
+        8,
+    )
+    for name in ("fine_tune_effect.png", "influencers.png", "lds.png", "transitions.png"):
+        assert (sd_out / "figures" / name).stat().st_size > 0, name

@@ -66,6 +66,21 @@ def num_unet_parameters(cfg: Mapping[str, Any]) -> int:
     return 60 * (m["layers_per_block"] + 1) * sum(c * c for c in m["block_out_channels"])
 
 
+def attributed_parameters(cfg: Mapping[str, Any]) -> int:
+    """Parameters the features are gradients of: the UNet's, or for stable_diffusion its LoRA
+    adapters. Each transformer block of width c (``layers_per_block`` down and one more up at
+    every attention level, one in the mid block) has self-attention q, k, v, out (c -> c) and
+    cross-attention q, out (c -> c) and k, v (text width d -> c): rank x (14 c + 2 d)
+    adapter parameters. Counts the attention projections only (SD v1.5 at rank 4: 0.80M, as
+    diffusers reports); adapters on other layers are not counted."""
+    if cfg.get("family", "pixel") != "stable_diffusion":
+        return num_unet_parameters(cfg)
+    m, d = cfg["model"], int(cfg["text_encoder"]["width"])
+    chans, layers = m["block_out_channels"], m["layers_per_block"]
+    widths = [chans[i] for i in m["attention_levels"]] * (2 * layers + 1) + [chans[-1]]
+    return int(cfg["pipeline"]["lora"]["rank"]) * sum(14 * c + 2 * d for c in widths)
+
+
 def train_size(cfg: Mapping[str, Any]) -> int:
     """Training images: max_train, else mnist5k's 4,500, COCO's 118,287 captioned train2017
     images less the test fraction, else CIFAR-10's 50,000 (an estimate for image folders,
@@ -99,7 +114,7 @@ def featurize_seconds(
     if projector == "factored":
         return unet_work(cfg, examples * draws) * rate.factored_factor / rate.train_units_per_s
     grads = unet_work(cfg, examples * draws) * rate.grad_factor / rate.train_units_per_s
-    project = examples * 2 * num_unet_parameters(cfg) * cfg["attribution"]["proj_dim"]
+    project = examples * 2 * attributed_parameters(cfg) * cfg["attribution"]["proj_dim"]
     return grads + project / rate.project_flops
 
 
