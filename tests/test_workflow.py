@@ -142,7 +142,7 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     meta = pd.read_json(sd_out / "models/full_0/config.json", typ="series")
     assert meta["lora"]["base"] == f"{outdir}/pipeline/unet"
-    with np.load(sd_out / "data/mnist5k_skewed7/train.npz") as train:
+    with np.load(sd_out / "data/mnist5k_ci/train.npz") as train:
         counts = np.bincount(train["labels"], minlength=10)
     assert counts[7] > counts[0] and np.delete(counts, 7).max() <= 20
     scores = np.load(sd_out / "scores/trak/scores.npy")
