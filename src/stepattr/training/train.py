@@ -144,9 +144,8 @@ class DiffusionTrainer:
         trainable = {n for n, p in self.unet.named_parameters() if p.requires_grad}
         self.params = [p for n, p in self.unet.named_parameters() if n in trainable]
         # the EMA follows what trains (a LoRA model's frozen base is the same in both)
-        self.ema_params = (
-            [p for n, p in self.ema.named_parameters() if n in trainable] if self.ema else []
-        )
+        ema_named = self.ema.named_parameters() if self.ema is not None else ()
+        self.ema_params = [p for n, p in ema_named if n in trainable]
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=float(self.cfg["lr"]),
