@@ -22,6 +22,7 @@ from stepattr.workflow.configs import (
     apply_typed_overrides,
     load_schema,
     model_spec,
+    pipeline_transitions_enabled,
     resolve_pipeline,
 )
 

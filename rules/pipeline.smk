@@ -1,6 +1,7 @@
 # Rules: pipeline. The text-to-image family: full_0, the autoencoder and the text encoder saved
 # as one StableDiffusionPipeline folder. The stable_diffusion family: what its LoRA fine-tune
-# changes in the pipeline's samples (stepattr.pipeline).
+# changes in the pipeline's samples, and the pretrained pipeline's own feature transitions
+# (stepattr.pipeline).
 
 
 include: "functions/pipeline.smk"
@@ -58,3 +59,38 @@ rule fine_tune_effect:
         gpu=gpu_resource(),
     script:
         "../scripts/pipeline/fine_tune_effect.py"
+
+
+rule pipeline_transitions:
+    input:
+        pipeline=pipeline_index(),
+        clip=transitions_clip_files(),
+    output:
+        curves=f"{OUT}/pipeline_transitions/curves.csv",
+        intervals=f"{OUT}/pipeline_transitions/intervals.csv",
+        markdown=f"{TABLES}/pipeline_transitions.md",
+        figure=report(
+            f"{FIGURES}/pipeline_transitions.png",
+            caption="../report/pipeline_transitions.rst",
+            category="Feature transitions",
+        ),
+    log:
+        f"{LOGS}/pipeline_transitions/pipeline_transitions.log",
+    benchmark:
+        f"{BENCH}/pipeline_transitions/pipeline_transitions.tsv"
+    params:
+        transitions=config["pipeline"]["transitions"],
+        clip=config["pipeline"]["transitions"]["clip"],
+        pipeline_path=config["pipeline"]["path"],
+        grid=config["sampling"]["grid"],
+        device=config["device"],
+        provenance=config_provenance(),
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(pipeline_transitions_runtime),
+        gpu=gpu_resource(),
+    script:
+        "../scripts/pipeline/pipeline_transitions.py"

@@ -83,7 +83,8 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory, run_snakemake) -> Path:
 def sd_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Pipeline folders for the Stable Diffusion configs' checks and dry runs: a tiny real one
     (random weights) for config/digits_sd.yaml, SD v1.5's configs without weights for
-    config/sd.yaml, and the image folder sd.yaml names (its CSVs empty: dry runs only)."""
+    config/sd.yaml, each config's CLIP folder ("clip:<config>", the transitions' detector), and
+    the image folder sd.yaml names (its CSVs empty: dry runs only)."""
     from tiny_models import skeleton_sd15, tiny_pipeline
 
     root = tmp_path_factory.mktemp("sd_pipelines")
@@ -94,5 +95,7 @@ def sd_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "config/digits_sd.yaml": tiny_pipeline(root),
         "config/sd.yaml": skeleton_sd15(root),
+        "clip:config/digits_sd.yaml": root / "parts" / "text" / "clip",
+        "clip:config/sd.yaml": root / "clip-vit-large-patch14",
         "images": images,
     }

@@ -59,6 +59,7 @@ def sd_overlay(repo: Path, tmp_path: Path, configfile: str, pipelines: dict, **k
     config beside a copy of the default and the schema (what validate_file reads)."""
     cfg = yaml.safe_load((repo / configfile).read_text())
     cfg["pipeline"]["path"] = str(pipelines[configfile])
+    cfg["pipeline"]["transitions"]["clip"] = str(pipelines[f"clip:{configfile}"])
     if cfg["dataset"].get("source") == "image_folder":
         cfg["dataset"]["path"] = str(pipelines["images"])
     for section, values in keys.items():
@@ -87,6 +88,15 @@ def test_stable_diffusion_bad_inputs_are_named(repo: Path, tmp_path: Path, sd_pi
     path = sd_overlay(repo, tmp_path, config, sd_pipelines, pipeline={"lora": lora})
     with pytest.raises(ConfigError, match=r"pipeline.lora.rank: 0 is less than the minimum"):
         validate_file(path, tmp_path / "schema.yaml")
+    transitions = {"clip": None, "features": [{"name": "digit", "prompts": ["a 1", "a 7"]}]}
+    path = sd_overlay(repo, tmp_path, config, sd_pipelines)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["pipeline"]["transitions"] |= transitions
+    with pytest.raises(ConfigError, match=r"pipeline.transitions.clip is empty"):
+        validate_file(write_config(tmp_path, cfg), tmp_path / "schema.yaml")
+    cfg["pipeline"]["transitions"]["clip"] = str(tmp_path)  # a folder without config.json
+    with pytest.raises(ConfigError, match=r"pipeline.transitions.clip = .*no such CLIPModel"):
+        validate_file(write_config(tmp_path, cfg), tmp_path / "schema.yaml")
     factored = {"projector": "factored"}
     path = sd_overlay(repo, tmp_path, config, sd_pipelines, attribution=factored)
     with pytest.raises(ConfigError, match=r"factored projector does not cover LoRA"):

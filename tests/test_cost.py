@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stepattr.workflow.cost import cost_table, job_seconds, markdown, parse_job_counts
+from stepattr.workflow.cost import (
+    cost_table,
+    job_seconds,
+    markdown,
+    parse_job_counts,
+    pipeline_transition_passes,
+)
 
 DRY_RUN = """Building DAG of jobs...
 Job stats:
@@ -94,3 +100,19 @@ def test_lora_parameters_of_sd15_at_rank_4_are_diffusers_count() -> None:
     assert attributed_parameters(sd15 | {"pipeline": {"lora": {"rank": 64}}}) == 16 * 797_184
     pixel = sd15 | {"family": "pixel"}
     assert attributed_parameters(pixel) > 100 * attributed_parameters(sd15)
+
+
+def test_pipeline_transitions_are_priced_by_their_unet_passes(default_cfg: dict) -> None:
+    """One trajectory of S steps, then N completions from each grid step: with S = 10 and the
+    grid (900, 500, 0), 9 + 5 + 1 steps are left."""
+    transitions = {**default_cfg["pipeline"]["transitions"], "inference_steps": 10,
+                   "completions": 4, "trajectories": 3, "prompts": ["", "a 7"]}  # fmt: skip
+    cfg = {**default_cfg, "pipeline": {**default_cfg["pipeline"], "transitions": transitions},
+           "sampling": {**default_cfg["sampling"], "grid": [900, 500, 0]}}  # fmt: skip
+    assert pipeline_transition_passes(cfg) == 2 * 3 * (10 + 4 * (9 + 5 + 1))
+    guided = {**cfg, "pipeline": {**cfg["pipeline"],
+                                  "transitions": {**transitions, "guidance": 7.5}}}  # fmt: skip
+    assert pipeline_transition_passes(guided) == 2 * pipeline_transition_passes(cfg)
+    assert job_seconds(guided, "pipeline_transitions", "cpu") == pytest.approx(
+        2 * job_seconds(cfg, "pipeline_transitions", "cpu")
+    )

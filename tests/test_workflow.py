@@ -48,11 +48,14 @@ def test_dry_run_stable_diffusion_configs(
     """On a pipeline folder (tiny, or SD v1.5's configs); without one the error names the key."""
     args = ["-n", "--quiet", "rules", "--cores", "1", "--configfile", configfile, "--config"]
     found = run_snakemake(
-        *args, f"outdir={tmp_path}/results", f"pipeline={{path: {sd_pipelines[configfile]}}}",
+        *args, f"outdir={tmp_path}/results",
+        f"pipeline={{path: {sd_pipelines[configfile]}, "
+        f"transitions: {{clip: {sd_pipelines['clip:' + configfile]}}}}}",
         f"dataset={{path: {sd_pipelines['images']}}}",
     )  # fmt: skip
     assert found.returncode == 0, found.stdout + found.stderr
     assert "fine_tune_effect" in found.stdout + found.stderr
+    assert "pipeline_transitions" in found.stdout + found.stderr
     missing = run_snakemake(*args, f"outdir={tmp_path}/results", "pipeline={path: nowhere}")
     assert missing.returncode != 0
     assert "invalid config: pipeline.path = 'nowhere'" in missing.stdout + missing.stderr
@@ -137,7 +140,7 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     proc = run_snakemake(
         "--cores", "2", "--configfile", "config/digits_sd.yaml", "config/ci.yaml",
         "config/ci_t2i.yaml", "config/ci_sd.yaml", "--config", f"outdir={sd_out}",
-        f"pipeline={{path: {outdir}/pipeline}}",
+        f"pipeline={{path: {outdir}/pipeline, transitions: {{clip: {outdir}/text_encoder/clip}}}}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     meta = pd.read_json(sd_out / "models/full_0/config.json", typ="series")
@@ -154,5 +157,11 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
         8,
         8,
     )
-    for name in ("fine_tune_effect.png", "influencers.png", "lds.png", "transitions.png"):
+    # the pretrained pipeline's own transitions: 2 prompts x 1 trajectory x 3 grid steps
+    pipeline_curves = pd.read_csv(sd_out / "pipeline_transitions/curves.csv")
+    assert len(pipeline_curves) == 2 * 3 and pipeline_curves["p"].between(0, 1).all()
+    assert set(pipeline_curves["value"]) <= {f"a handwritten digit {d}" for d in range(10)}
+    figures = ("fine_tune_effect.png", "influencers.png", "lds.png", "transitions.png",
+               "pipeline_transitions.png")  # fmt: skip
+    for name in figures:
         assert (sd_out / "figures" / name).stat().st_size > 0, name

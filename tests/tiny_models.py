@@ -42,8 +42,9 @@ TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 
 
 
 def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
-    """``root``/unet (a workflow model folder), ``root``/vae and ``root``/text (tokenizer/ and
-    text_encoder/): 8x8 grayscale images, 4x4x4 latents, random weights."""
+    """``root``/unet (a workflow model folder), ``root``/vae and ``root``/text (tokenizer/,
+    text_encoder/ and clip/, the whole CLIP with its tokenizer): 8x8 grayscale images, 4x4x4
+    latents, random weights."""
     import torch
     from transformers import CLIPTextModel
 
@@ -56,6 +57,8 @@ def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
     clip = build_clip(TINY_TEXT, len(tokenizer), 1, 8)
     tokenizer.save_pretrained(root / "text" / "tokenizer")
     CLIPTextModel(clip.config.text_config).save_pretrained(root / "text" / "text_encoder")
+    clip.save_pretrained(root / "text" / "clip")
+    tokenizer.save_pretrained(root / "text" / "clip")
     build_autoencoder(TINY_AE, 1, 8).save_pretrained(root / "vae", safe_serialization=True)
     unet = build_unet(TINY_COND_UNET, 4, 4, cross_attention_dim=16)
     save_model(
@@ -75,7 +78,8 @@ def tiny_pipeline(root: Path) -> Path:
 
 def skeleton_sd15(root: Path) -> Path:
     """A StableDiffusionPipeline folder of Stable Diffusion v1.5's configs without weights
-    (what config checks, dry runs and the cost table read): ``root``/sd15."""
+    (what config checks, dry runs and the cost table read): ``root``/sd15, and beside it a
+    CLIP folder's config, ``root``/clip-vit-large-patch14."""
     import json
 
     folder = root / "sd15"
@@ -92,6 +96,7 @@ def skeleton_sd15(root: Path) -> Path:
                                             "prediction_type": "epsilon"},
         "model_index.json": {"_class_name": "StableDiffusionPipeline"},
     }  # fmt: skip
+    parts["../clip-vit-large-patch14/config.json"] = {"model_type": "clip"}
     for name, content in parts.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(json.dumps(content))

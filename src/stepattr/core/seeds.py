@@ -21,6 +21,7 @@ VALIDATION_NOISE = 7
 PREVIEW = 8
 RANDOM_REMOVAL = 9  # counterfactual: the random-removal control
 FINE_TUNE_EFFECT = 10  # stable_diffusion: base and fine-tuned samples from the same noises
+PIPELINE_TRANSITIONS = 15  # stable_diffusion: the pretrained pipeline's own trajectories
 
 
 def derive_seed(*keys: int) -> int:

@@ -67,11 +67,16 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
-def token_ids(tokenizer: Any, texts: Sequence[str], context: int, key: str) -> torch.Tensor:
+def token_ids(
+    tokenizer: Any, texts: Sequence[str], context: int, key: str, allow_empty: bool = False
+) -> torch.Tensor:
     """Token ids (N, context) padded with the end token; a text longer than the context (with
-    its start and end tokens) is an error naming ``key`` and the text, never a silent cut."""
+    its start and end tokens) is an error naming ``key`` and the text, never a silent cut. An
+    empty text is an error too, unless ``allow_empty`` (the unconditional prompt)."""
     for i, text in enumerate(texts):
         if not str(text).strip():
+            if allow_empty:
+                continue
             raise ValueError(f"{key}[{i}] is empty")
         n = len(tokenizer(str(text)).input_ids)
         if n > context:
@@ -164,9 +169,12 @@ def train_text_encoder(
     # transformers 4 nests the tower as .text_model; 5 makes the model the tower itself
     getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
     out_dir = Path(out_dir)
-    for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("clip", clip)):
+    # clip/ holds its tokenizer too: a CLIP folder as the hub has them (the zero-shot detector)
+    parts = {"tokenizer": [tokenizer], "text_encoder": [text_encoder], "clip": [clip, tokenizer]}
+    for name, saved in parts.items():
         with atomic_dir(out_dir / name) as tmp:
-            part.save_pretrained(tmp)
+            for part in saved:
+                part.save_pretrained(tmp)
     save_csv(out_dir / "loss.csv", pd.DataFrame(rows))
     save_json(out_dir / "metrics.json", metrics)
     return metrics

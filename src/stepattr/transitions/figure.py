@@ -32,7 +32,7 @@ def choose_targets(intervals: pd.DataFrame, count: int) -> pd.DataFrame:
     return ranked.head(count)
 
 
-def _show(ax: plt.Axes, image: np.ndarray) -> None:
+def show_image(ax: plt.Axes, image: np.ndarray) -> None:
     """Draw one image stored in [-1, 1], (C, H, W) with C in {1, 3}."""
     shown = np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)
     if shown.shape[0] == 1:
@@ -43,7 +43,9 @@ def _show(ax: plt.Axes, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _curve(ax: plt.Axes, curve: pd.DataFrame, interval: pd.Series, steps: Mapping) -> None:
+def draw_curve(ax: plt.Axes, curve: pd.DataFrame, interval: pd.Series, steps: Mapping) -> None:
+    """P(feature | x_t) (columns step, p, ci_low, ci_high, n) with its Wilson band, the
+    steepest-rise ``interval`` (t_start, t_end) shaded and a dotted line per ``steps`` entry."""
     curve = curve.sort_values("step", ascending=False)
     ax.axvspan(
         interval["t_end"],
@@ -100,7 +102,7 @@ def _target_block(
     steps = {p: int(rows.loc[p, "step"]) for p in phases}
     columns = 1 + 2 * shown
     outer = fig.add_gridspec(1, 2, width_ratios=[1.25, 0.42 * columns], wspace=0.12)
-    _curve(fig.add_subplot(outer[0]), curve, interval, steps)
+    draw_curve(fig.add_subplot(outer[0]), curve, interval, steps)
     inner = outer[1].subgridspec(
         len(phases),
         columns + 2,
@@ -112,14 +114,14 @@ def _target_block(
     for r, phase in enumerate(phases):
         step = steps[phase]
         ax = fig.add_subplot(inner[r, 0])
-        _show(ax, x0hat[column_of[step]])
+        show_image(ax, x0hat[column_of[step]])
         ax.set_ylabel(f"{phase}\nt = {step}", fontsize=10)
         ax.set_title("x0hat_t", fontsize=9)
         for sign, offset in (("positive", 2), ("negative", 3 + shown)):
             ids = [int(i) for i in str(rows.loc[phase, f"top_{sign}"]).split()][:shown]
             for j, idx in enumerate(ids):
                 ax = fig.add_subplot(inner[r, offset + j])
-                _show(ax, train_images[idx])
+                show_image(ax, train_images[idx])
                 label = int(train_labels[idx])
                 if r == 0 and j == len(ids) // 2:
                     ax.text(

@@ -126,9 +126,9 @@ PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PIPELINE_OWNED = (("autoencoder", "pretrained"), ("text_encoder", "pretrained"))
 
 
-def pipeline_folder(path: str) -> Path:
-    """``pipeline.path`` as a local folder: a folder, or a hub id already in the local
-    Hugging Face cache (nothing is downloaded). A missing folder or part is named."""
+def cached_folder(path: str, key: str) -> Path:
+    """Config value ``key`` = ``path`` as a local folder: the folder itself, or the snapshot of
+    a hub id already in the local Hugging Face cache (nothing is downloaded)."""
     folder = Path(path)
     if not folder.is_dir() and path.count("/") == 1 and not path.startswith((".", "/")):
         try:
@@ -137,10 +137,17 @@ def pipeline_folder(path: str) -> Path:
             folder = Path(snapshot_download(path, local_files_only=True))
         except Exception as err:  # not cached (or no huggingface_hub): say how to get it
             raise ConfigError(
-                f"pipeline.path = {path!r} is neither a folder nor a hub id in the local cache "
+                f"{key} = {path!r} is neither a folder nor a hub id in the local cache "
                 f"(download it first: huggingface-cli download {path} --local-dir <folder>, "
-                f"then set pipeline.path to <folder>) ({type(err).__name__})"
+                f"then set {key} to <folder>) ({type(err).__name__})"
             ) from err
+    return folder
+
+
+def pipeline_folder(path: str) -> Path:
+    """``pipeline.path`` as a local folder (:func:`cached_folder`). A missing folder or part
+    is named."""
+    folder = cached_folder(path, "pipeline.path")
     if not folder.is_dir():
         raise ConfigError(
             f"pipeline.path = {path!r}: no such folder (config/digits_sd.yaml's pipeline is "
@@ -195,6 +202,7 @@ def resolve_pipeline(cfg: MutableMapping[str, Any]) -> None:
             "functions here are written for epsilon prediction (e.g. SD 1.5, SD 2.1-base)"
         )
     cfg["pipeline"]["path"] = str(folder)
+    resolve_transitions_clip(cfg["pipeline"]["transitions"])
     cfg["autoencoder"] |= {
         "pretrained": str(folder / "vae"),
         "block_out_channels": list(vae["block_out_channels"]),
@@ -211,6 +219,35 @@ def resolve_pipeline(cfg: MutableMapping[str, Any]) -> None:
         "beta_end": float(scheduler["beta_end"]),
         "beta_schedule": str(scheduler.get("beta_schedule", "linear")),
     }
+
+
+def resolve_transitions_clip(transitions: MutableMapping[str, Any]) -> None:
+    """``pipeline.transitions``: the detector folder resolved in place; features without a
+    detector (or a detector without features) is an error naming the key that is missing."""
+    clip, features = transitions.get("clip"), transitions.get("features") or []
+    if bool(clip) != bool(features):
+        missing = "pipeline.transitions.features" if clip else "pipeline.transitions.clip"
+        raise ConfigError(
+            f"{missing} is empty: the pipeline's transitions need a CLIP detector and the "
+            "features it reads (set both, or neither)"
+        )
+    if not clip:
+        return
+    folder = cached_folder(str(clip), "pipeline.transitions.clip")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"pipeline.transitions.clip = {clip!r}: no such CLIPModel folder (config.json); "
+            "config/digits_sd.yaml's is the text-to-image run's text_encoder/clip"
+        )
+    transitions["clip"] = str(folder)
+
+
+def pipeline_transitions_enabled(cfg: Mapping[str, Any]) -> bool:
+    """Whether the DAG measures the pretrained pipeline's transitions (stable_diffusion with a
+    detector and features)."""
+    return cfg.get("family") == "stable_diffusion" and bool(
+        cfg["pipeline"]["transitions"].get("clip")
+    )
 
 
 def model_spec(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -153,6 +153,17 @@ def completion_passes(cfg: Mapping[str, Any], starts: list[int], completions: in
     return completions * sum(len(schedule.inference_timesteps(steps, start=t)) for t in starts)
 
 
+def pipeline_transition_passes(cfg: Mapping[str, Any]) -> int:
+    """UNet image passes of rule pipeline_transitions: every trajectory, then N completions
+    from each grid step's scheduler step to the end (twice the passes with guidance)."""
+    tr = cfg["pipeline"]["transitions"]
+    steps, total = int(tr["inference_steps"]), int(cfg["diffusion"]["num_train_timesteps"])
+    left = sum(max(1, round(steps * int(t) / total)) for t in cfg["sampling"]["grid"])
+    guided = 1 if float(tr["guidance"]) == 1.0 else 2
+    per_trajectory = steps + int(tr["completions"]) * left
+    return len(tr["prompts"]) * int(tr["trajectories"]) * per_trajectory * guided
+
+
 def set_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     return {
         "generated": cfg["sampling"]["num_targets"],
@@ -208,6 +219,8 @@ def job_seconds(
         completions = cfg["transitions"]["completions"]
         passes = mean_set * completion_passes(cfg, list(sampling["grid"]), completions)
         return forward_seconds(cfg, passes, device)
+    if rule == "pipeline_transitions":
+        return forward_seconds(cfg, pipeline_transition_passes(cfg), device)
     if rule == "eval_subset_outputs":
         resamples = cfg["lds"].get("target_resamples") or att["target_resamples"]
         passes = sum(sets.values()) * (grid * resamples + cfg["lds"]["dtrak_draws"])
