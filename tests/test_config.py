@@ -260,6 +260,7 @@ def test_snakemake_stops_on_semantic_error(tmp_path: Path, default_cfg, run_snak
             r"needs captions: set dataset\.caption_templates",
         ),
         ({"subsets": {"shared_batches": False}}, r"needs subsets\.shared_batches: true"),
+        ({"subsets": {"group_size": 4}}, r"one subset model per job: set subsets\.group_size: 1"),
         (
             {"dataset": {"image_size": 15}},
             r"dataset\.image_size = 15 cannot be downsampled 1 times",

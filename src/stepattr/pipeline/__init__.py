@@ -1,10 +1,20 @@
-"""Stage pipeline (the text-to-image family): its trained parts as one diffusers pipeline.
+"""Stage pipeline: diffusers ``StableDiffusionPipeline`` folders, written and read.
 
-Rule (rules/pipeline.smk): ``export_pipeline`` saves full_0's conditional UNet, the frozen
-autoencoder (with the latent scaling factor the UNet was trained at), the tokenizer and text
-encoder, and the DDPM schedule as a ``StableDiffusionPipeline`` folder (``save_pretrained``),
-the form the Stable Diffusion issue's stages load. Script: scripts/pipeline/. Output:
-``{outdir}/pipeline/``. Config: none of its own (``autoencoder``, ``text_encoder``, ``diffusion``).
+Rules (rules/pipeline.smk):
 
-Module: ``export`` (assemble, save, and load back naming a missing component).
+- ``export_pipeline`` (the text-to-image family) saves full_0's conditional UNet, the frozen
+  autoencoder (with the latent scaling factor the UNet was trained at), the tokenizer and
+  text encoder, and the DDPM schedule as a pipeline folder (``save_pretrained``), the form the
+  Stable Diffusion family loads.
+- ``fine_tune_effect`` (the Stable Diffusion family) samples the pipeline's base UNet and
+  full_0 (base + LoRA) from the same noises and compares their label distributions.
+- ``pipeline_transitions`` (the Stable Diffusion family, where ``pipeline.transitions.clip``
+  is set) measures when the *pretrained* pipeline's own trajectories commit to configured
+  features, read by a CLIP zero-shot detector.
+
+Scripts: scripts/pipeline/. Outputs: ``{outdir}/pipeline/``, ``{outdir}/pipeline_transitions/``,
+``tables/{fine_tune_effect,pipeline_transitions}.md`` and their figures. Config: ``pipeline``.
+
+Modules: ``export`` (assemble, save, load back naming a missing component), ``effect``,
+``transitions`` (sampler, zero-shot detector, curves and intervals), ``figure``.
 """

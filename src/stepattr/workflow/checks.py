@@ -112,6 +112,12 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         )
     if not cfg["subsets"].get("shared_batches", True):
         raise ConfigError(f"family = {cfg['family']} needs subsets.shared_batches: true")
+    if cfg["subsets"].get("group_size", 1) > 1:
+        raise ConfigError(
+            f"family = {cfg['family']} trains one subset model per job: set "
+            "subsets.group_size: 1 (the batched trainer does not take text-conditioned or "
+            "LoRA models; one such model per job already fills a GPU)"
+        )
     if not cfg["sampling"].get("prompts"):
         raise ConfigError(
             f"family = {cfg['family']} needs sampling.prompts: its targets are sampled from them"
