@@ -149,7 +149,7 @@ def load_zero_shot(
     if processor.is_file():
         cfg = json.loads(processor.read_text())
         normalize = (cfg["image_mean"], cfg["image_std"])
-    return ZeroShotCLIP(model.to(device), tokenizer, features, normalize, f"clip:{folder.name}")
+    return ZeroShotCLIP(model.to(device), tokenizer, features, normalize, f"CLIP {folder}")
 
 
 def check_prompts(pipeline: Any, prompts: Sequence[str]) -> None:

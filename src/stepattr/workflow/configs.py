@@ -151,8 +151,8 @@ def pipeline_folder(path: str) -> Path:
     if not folder.is_dir():
         raise ConfigError(
             f"pipeline.path = {path!r}: no such folder (config/digits_sd.yaml's pipeline is "
-            "built by: snakemake --cores all --configfile config/digits_t2i.yaml "
-            "results/digits_t2i/pipeline/model_index.json)"
+            "built by: snakemake results/digits_t2i/pipeline/model_index.json --cores all "
+            "--configfile config/digits_t2i.yaml)"
         )
     missing = [part for part in PIPELINE_PARTS if not (folder / part).is_dir()]
     if missing or not (folder / "model_index.json").is_file():
