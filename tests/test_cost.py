@@ -102,9 +102,12 @@ def test_lora_parameters_of_sd15_at_rank_4_are_diffusers_count() -> None:
     assert attributed_parameters(pixel) > 100 * attributed_parameters(sd15)
 
 
-def test_pipeline_transitions_are_priced_by_their_unet_passes(default_cfg: dict) -> None:
+def test_pipeline_transitions_are_priced_by_their_unet_passes(
+    default_cfg: dict, tmp_path: Path
+) -> None:
     """One trajectory of S steps, then N completions from each grid step: with S = 10 and the
-    grid (900, 500, 0), 9 + 5 + 1 steps are left."""
+    grid (900, 500, 0), 9 + 5 + 1 steps are left; a pipeline sampling latents twice the
+    training side costs 4x."""
     transitions = {**default_cfg["pipeline"]["transitions"], "inference_steps": 10,
                    "completions": 4, "trajectories": 3, "prompts": ["", "a 7"]}  # fmt: skip
     cfg = {**default_cfg, "pipeline": {**default_cfg["pipeline"], "transitions": transitions},
@@ -116,3 +119,7 @@ def test_pipeline_transitions_are_priced_by_their_unet_passes(default_cfg: dict)
     assert job_seconds(guided, "pipeline_transitions", "cpu") == pytest.approx(
         2 * job_seconds(cfg, "pipeline_transitions", "cpu")
     )
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text('{"sample_size": 32}')  # the default: 16
+    larger = {**cfg, "pipeline": {**cfg["pipeline"], "path": str(tmp_path)}}
+    assert pipeline_transition_passes(larger) == 4 * pipeline_transition_passes(cfg)

@@ -25,10 +25,12 @@ block widths, which tracks the UNet's multiply-adds across the configs here. The
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stepattr.workflow.configs import model_side
@@ -153,15 +155,22 @@ def completion_passes(cfg: Mapping[str, Any], starts: list[int], completions: in
     return completions * sum(len(schedule.inference_timesteps(steps, start=t)) for t in starts)
 
 
-def pipeline_transition_passes(cfg: Mapping[str, Any]) -> int:
-    """UNet image passes of rule pipeline_transitions: every trajectory, then N completions
-    from each grid step's scheduler step to the end (twice the passes with guidance)."""
+def pipeline_transition_passes(cfg: Mapping[str, Any]) -> float:
+    """UNet image passes of rule pipeline_transitions, at the training latents' size: every
+    trajectory, then N completions from each grid step's scheduler step to the end (twice the
+    passes with guidance), times the area ratio of the pipeline's own latents (its UNet's
+    ``sample_size``, e.g. SD v1.5's 64 against 32 for 256x256 training images)."""
     tr = cfg["pipeline"]["transitions"]
     steps, total = int(tr["inference_steps"]), int(cfg["diffusion"]["num_train_timesteps"])
     left = sum(max(1, round(steps * int(t) / total)) for t in cfg["sampling"]["grid"])
     guided = 1 if float(tr["guidance"]) == 1.0 else 2
     per_trajectory = steps + int(tr["completions"]) * left
-    return len(tr["prompts"]) * int(tr["trajectories"]) * per_trajectory * guided
+    passes = len(tr["prompts"]) * int(tr["trajectories"]) * per_trajectory * guided
+    unet = Path(str(cfg["pipeline"]["path"])) / "unet" / "config.json"
+    if not cfg["pipeline"]["path"] or not unet.is_file():
+        return float(passes)
+    sample_size = int(json.loads(unet.read_text()).get("sample_size", model_side(cfg)))
+    return passes * (sample_size / model_side(cfg)) ** 2
 
 
 def set_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
