@@ -80,8 +80,6 @@ rule pipeline_transitions:
         f"{BENCH}/pipeline_transitions/pipeline_transitions.tsv"
     params:
         transitions=config["pipeline"]["transitions"],
-        clip=config["pipeline"]["transitions"]["clip"],
-        pipeline_path=config["pipeline"]["path"],
         grid=config["sampling"]["grid"],
         device=config["device"],
         provenance=config_provenance(),

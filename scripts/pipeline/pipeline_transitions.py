@@ -29,9 +29,11 @@ torch.set_num_threads(smk.threads)
 p = smk.params
 cfg = p.transitions
 device = resolve_device(p.device)
-pipeline = load_pipeline(Path(smk.input.pipeline[0]).parent, device)
+pipeline_dir = Path(smk.input.pipeline[0]).parent  # inputs: the folders' index / config files
+clip_dir = Path(smk.input.clip[0]).parent
+pipeline = load_pipeline(pipeline_dir, device)
 check_prompts(pipeline, cfg["prompts"])
-detector = load_zero_shot(p.clip, features_from_config(cfg["features"]), device)
+detector = load_zero_shot(clip_dir, features_from_config(cfg["features"]), device)
 curves, images = pipeline_transitions(pipeline, detector, cfg, p.grid, progress=True)
 intervals = interval_rows(curves)
 save_csv(smk.output.curves, curves)
@@ -46,7 +48,7 @@ save_text(
     f"read by {detector.name} (zero-shot choice among each feature's prompts). P(feature | x_t) "
     "is the share of completions whose choice is the trajectory's own final choice; the "
     "steepest-rise interval is the adjacent pair of grid steps with the largest increase. "
-    f"Inputs: {p.pipeline_path}, {p.clip}; per-step curves with 95% Wilson intervals in "
+    f"Inputs: {pipeline_dir}, {clip_dir}; per-step curves with 95% Wilson intervals in "
     f"{smk.output.curves}.\n\n"
     + summary.to_markdown(index=False, floatfmt=".3f")
     + "\n\n## Per trajectory\n\n"
