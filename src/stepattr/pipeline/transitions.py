@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from stepattr.core.seeds import PIPELINE_TRANSITIONS, derive_seed
 from stepattr.text.encoder import projected, token_ids
-from stepattr.transitions.curves import steepest_rise, wilson_interval
+from stepattr.transitions.curves import interval_table, wilson_interval
 
 CURVE_COLUMNS = [
     "prompt_id", "prompt", "trajectory", "feature", "value", "grid_step", "step", "p",
@@ -294,18 +294,7 @@ def pipeline_transitions(
 
 def interval_rows(curves: pd.DataFrame) -> pd.DataFrame:
     """One row per (prompt, trajectory, feature): its value and steepest-rise interval."""
-    rows = []
-    keys = ["prompt_id", "trajectory", "feature"]
-    for (prompt_id, trajectory, feature), curve in curves.groupby(keys, sort=False):
-        t_start, t_end, rise = steepest_rise(curve["step"], curve["p"])
-        p_at = dict(zip(curve["step"], curve["p"], strict=True))
-        rows.append({
-            "prompt_id": int(prompt_id), "prompt": curve["prompt"].iloc[0],
-            "trajectory": int(trajectory), "feature": feature, "value": curve["value"].iloc[0],
-            "t_start": t_start, "t_end": t_end, "p_start": p_at[t_start], "p_end": p_at[t_end],
-            "rise": rise, "transition_step": (t_start + t_end) / 2,
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+    return interval_table(curves, ("prompt_id", "trajectory", "feature"), ("prompt", "value"))
 
 
 def summary_rows(intervals: pd.DataFrame) -> pd.DataFrame:

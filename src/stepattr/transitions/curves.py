@@ -194,17 +194,21 @@ def steepest_rise(steps: Sequence[int], p: Sequence[float]) -> tuple[int, int, f
     return int(steps[i]), int(steps[i + 1]), float(rises[i])
 
 
-def interval_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per target: its steepest-rise interval and the probabilities at both ends."""
+def interval_table(
+    curves: pd.DataFrame,
+    keys: Sequence[str] = ("target_id",),
+    carried: Sequence[str] = ("feature", "detector"),
+) -> pd.DataFrame:
+    """One row per curve (a group of ``keys``): the ``keys``, the ``carried`` columns (constant
+    along a curve), its steepest-rise interval and the probabilities at both ends."""
     rows = []
-    for target_id, curve in curves.groupby("target_id", sort=False):
+    for _, curve in curves.groupby(list(keys), sort=False):
         t_start, t_end, rise = steepest_rise(curve["step"], curve["p"])
         p_at = dict(zip(curve["step"], curve["p"], strict=True))
+        first = curve.iloc[0]
         rows.append(
             {
-                "target_id": int(target_id),
-                "feature": int(curve["feature"].iloc[0]),
-                "detector": curve["detector"].iloc[0],
+                **{c: first[c] for c in (*keys, *carried)},
                 "t_start": t_start,
                 "t_end": t_end,
                 "p_start": p_at[t_start],
