@@ -146,8 +146,11 @@ def test_scaled_linear_betas_are_diffusers():
 
 
 def sd_config(repo: Path, path: Path | str) -> dict:
+    """config/digits_sd.yaml on ``path``, its detector the CLIP that :func:`tiny_pipeline` built
+    beside the pipeline (the shipped one is the text-to-image run's output, absent in a clone)."""
     cfg = load_config([repo / "config" / "digits_sd.yaml"])
     cfg["pipeline"]["path"] = str(path)
+    cfg["pipeline"]["transitions"]["clip"] = str(Path(path).parent / "parts" / "text" / "clip")
     return cfg
 
 

@@ -57,6 +57,14 @@ def test_wilson_interval_matches_published_values(k, n, low, high):
     assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
 
 
+def test_wilson_interval_contains_the_proportion_exactly():
+    n = np.repeat(np.arange(1, 101), np.arange(2, 102))
+    k = np.concatenate([np.arange(m + 1) for m in range(1, 101)])
+    low, high = wilson_interval(k, n)
+    assert ((low <= k / n) & (k / n <= high)).all()  # rounding once put low at 1e-17 above 0 / n
+    assert (low[k == 0] == 0).all() and (high[k == n] == 1).all()
+
+
 def test_wilson_interval_rejects_impossible_counts():
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
