@@ -129,7 +129,7 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     scores = np.load(outdir / "scores/trak/scores.npy")
     assert scores.shape == (4, 3, 300) and np.isfinite(scores).all()
     lds = pd.read_csv(outdir / "tables/lds.csv")
-    assert {"trak", "dtrak", "trak_factored", "pixel", "random"} <= set(lds["method"])
+    assert {"trak", "dtrak", "pixel", "random"} <= set(lds["method"])
     curves = pd.read_csv(outdir / "transitions/generated.csv")  # decoded completions
     assert len(curves) == 4 * 3 and curves["p"].between(0, 1).all()
     assert (outdir / "figures/transitions.png").stat().st_size > 0
