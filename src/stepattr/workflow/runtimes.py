@@ -78,15 +78,16 @@ def own_job_benchmark(target: str, snakemake_args: Sequence[str]) -> str | None:
 
 def markdown(rows: Sequence[TargetRuntime], cores: int) -> str:
     lines = [
-        f"| target | jobs from scratch | CPU time | est. wall on {cores} cores | own job |",
-        "|---|---:|---:|---:|---:|",
+        f"| target | jobs from scratch | CPU time | est. wall on {cores} cores | wall job-s "
+        "| own job |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         note = "" if r.measured == r.jobs else f" ({r.measured} measured)"
         own = f"{r.own_s:.0f} s" if r.own_s == r.own_s else "no benchmark"
         lines.append(
             f"| `{r.target}` | {r.jobs}{note} | {r.cpu_s / 60:.1f} min | "
-            f"{r.cpu_s / cores / 60:.1f} min | {own} |"
+            f"{r.cpu_s / cores / 60:.1f} min | {r.wall_s:,.0f} | {own} |"
         )
     return "\n".join(lines) + "\n"
 
