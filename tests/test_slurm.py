@@ -149,7 +149,7 @@ def test_ci_dag_on_slurm_survives_a_cancelled_job(
     outdir = tmp_path / "results"
     profile = cluster_profile(slurm_cluster, tmp_path)
     # Subset models train SUBSET_STEPS steps instead of ci.yaml's 20 (under a second), so that
-    # one is caught running past a checkpoint; everything upstream of them is the ci run's.
+    # one is caught running past a checkpoint; every other setting is ci.yaml's.
     slower = tmp_path / "slower_subsets.yaml"
     slower.write_text(yaml.safe_dump({"subsets": {"train_steps": SUBSET_STEPS}}))
     configs = ["--configfile", "config/ci.yaml", str(slower)]
