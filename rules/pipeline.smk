@@ -1,6 +1,6 @@
 # Rules: pipeline. The text-to-image family: full_0, the autoencoder and the text encoder saved
-# as one StableDiffusionPipeline folder. The stable_diffusion family: what its LoRA fine-tune
-# changes in the pipeline's samples, and the pretrained pipeline's own feature transitions
+# as one StableDiffusionPipeline folder. The stable_diffusion family: full_0's LoRA in
+# diffusers' format, what its LoRA fine-tune changes in the pipeline's samples, and the pretrained pipeline's own feature transitions
 # (stepattr.pipeline).
 
 
@@ -59,6 +59,27 @@ rule fine_tune_effect:
         gpu=gpu_resource(),
     script:
         "../scripts/pipeline/fine_tune_effect.py"
+
+
+rule export_lora:
+    input:
+        model=model_file("full_0"),
+        model_config=f"{MODELS}/full_0/config.json",
+        pipeline=pipeline_index(),
+    output:
+        weights=f"{OUT}/pipeline/lora/pytorch_lora_weights.safetensors",
+    log:
+        f"{LOGS}/export_lora/export_lora.log",
+    benchmark:
+        f"{BENCH}/export_lora/export_lora.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(15),
+    script:
+        "../scripts/pipeline/export_lora.py"
 
 
 rule pipeline_transitions:

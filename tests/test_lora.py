@@ -19,7 +19,7 @@ from stepattr.core.diffusion import Schedule, build_unet, eps_model, load_model,
 from stepattr.core.lora import LORA_KEY, lora_state_dict
 from stepattr.core.outputs import output_value, train_draws
 from stepattr.pipeline.effect import label_distribution_table, pipeline_samples
-from stepattr.pipeline.export import load_pipeline
+from stepattr.pipeline.export import export_lora, load_pipeline
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.training.train import DiffusionTrainer
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
@@ -214,3 +214,24 @@ def test_label_distribution_table_counts_fractions_and_distance():
     np.testing.assert_allclose(table["base_fraction"], [0.25, 0.25, 0.5, 1 / 6])
     assert (table["fine_tuned_ci_low"][:3] <= table["fine_tuned_fraction"][:3]).all()
     assert table["base_count"].iloc[-1] == 4
+
+
+@pytest.mark.parametrize("alpha", [2, 8])  # alpha = rank, and alpha != rank (scale 4)
+def test_exported_lora_loads_in_diffusers_as_the_model(pipeline_dir, tmp_path, alpha):
+    """Attention and convolutions, as config/digits_sd.yaml adapts them; conv_in's keys sort
+    first (as the digits UNet's first ResNet's do: no attention at its level)."""
+    convs = ["conv_in", "conv1", "conv2"]
+    lora = {"alpha": alpha, "target_modules": [*LORA["target_modules"], *convs]}
+    torch.manual_seed(0)
+    model = perturbed(build_unet(spec(pipeline_dir, **lora), 4, 4, 16))
+    save_model(tmp_path / "m", model, spec(pipeline_dir, **lora), Schedule())
+    assert export_lora(tmp_path / "m", tmp_path / "lora") < 1e-5
+    pipeline = load_pipeline(pipeline_dir)
+    pipeline.load_lora_weights(str(tmp_path / "lora"))
+    x, t, states = torch.randn(2, *SHAPE), torch.tensor([5, 900]), torch.randn(2, 10, 16)
+    with torch.no_grad():
+        want = model.eval()(x, t, encoder_hidden_states=states).sample
+        torch.testing.assert_close(pipeline.unet(x, t, encoder_hidden_states=states).sample, want)
+    with pytest.raises(ValueError, match="not a LoRA model"):  # the tiny pipeline's full UNet
+        export_lora(pipeline_dir.parent / "parts" / "unet", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()

@@ -56,6 +56,7 @@ def test_dry_run_stable_diffusion_configs(
     assert found.returncode == 0, found.stdout + found.stderr
     assert "fine_tune_effect" in found.stdout + found.stderr
     assert "pipeline_transitions" in found.stdout + found.stderr
+    assert "export_lora" in found.stdout + found.stderr
     missing = run_snakemake(*args, f"outdir={tmp_path}/results", "pipeline={path: nowhere}")
     assert missing.returncode != 0
     assert "invalid config: pipeline.path = 'nowhere'" in missing.stdout + missing.stderr
@@ -161,6 +162,8 @@ def test_text_to_image_family_runs_on_ci_settings(run_snakemake, tmp_path: Path)
     pipeline_curves = pd.read_csv(sd_out / "pipeline_transitions/curves.csv")
     assert len(pipeline_curves) == 2 * 3 and pipeline_curves["p"].between(0, 1).all()
     assert set(pipeline_curves["value"]) <= {f"a handwritten digit {d}" for d in range(10)}
+    assert "predict within" in (sd_out / "logs/export_lora/export_lora.log").read_text()
+    assert (sd_out / "pipeline/lora/pytorch_lora_weights.safetensors").stat().st_size > 0
     figures = ("fine_tune_effect.png", "influencers.png", "lds.png", "transitions.png",
                "pipeline_transitions.png")  # fmt: skip
     for name in figures:

@@ -3,10 +3,14 @@
 
 def pipeline_outputs():
     """text_to_image: the exported pipeline folder's index (written last: the folder is
-    complete when it exists); stable_diffusion: what the fine-tune changes in its samples and,
-    with a detector, the pretrained pipeline's transitions."""
+    complete when it exists); stable_diffusion: full_0's LoRA for diffusers, what the fine-tune
+    changes in its samples and, with a detector, the pretrained pipeline's transitions."""
     if config["family"] == "stable_diffusion":
-        effect = [f"{TABLES}/fine_tune_effect.md", f"{FIGURES}/fine_tune_effect.png"]
+        effect = [
+            f"{OUT}/pipeline/lora/pytorch_lora_weights.safetensors",
+            f"{TABLES}/fine_tune_effect.md",
+            f"{FIGURES}/fine_tune_effect.png",
+        ]
         if not pipeline_transitions_enabled(config):
             return effect
         return effect + [f"{TABLES}/pipeline_transitions.md", f"{FIGURES}/pipeline_transitions.png"]

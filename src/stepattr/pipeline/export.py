@@ -93,3 +93,51 @@ def load_pipeline(folder: str | os.PathLike, device: str | torch.device = "cpu")
         requires_safety_checker=False,
     )  # fmt: skip
     return pipeline.to(device)
+
+
+#: the file diffusers' ``load_lora_weights`` looks for in a LoRA folder
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@torch.no_grad()
+def export_lora(model_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> float:
+    """Write a LoRA model's adapters in diffusers' LoRA format, for use outside the workflow:
+    ``StableDiffusionPipeline.from_pretrained(base).load_lora_weights(out_dir)``, ``base``
+    being the pipeline folder whose ``unet/`` the model's config.json names.
+
+    The folder is checked before it is kept: that pipeline with the exported LoRA loaded by
+    diffusers must predict what the workflow's model predicts on one random input. Returns
+    that check's largest absolute difference. The adapter config (rank, alpha, target
+    modules) travels in the file's metadata, so alpha != rank loads at the right scale.
+    """
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    unet, _, meta = load_model(model_dir)
+    if "lora" not in meta:
+        raise ValueError(f"{model_dir}: not a LoRA model (its config.json names no base)")
+    # peft's key names, not diffusers' older "lora.down/up" ones: diffusers' loader reads a
+    # file that mixes both (attention converted, convolutions not) as peft's and drops the rest
+    layers = get_peft_model_state_dict(unet)
+    pipeline = load_pipeline(Path(meta["lora"]["base"]).parent)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = unet.config
+    x = torch.randn(2, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen)
+    states = torch.randn(2, 4, cfg.cross_attention_dim, generator=gen)
+    t = torch.tensor([1, pipeline.scheduler.config.num_train_timesteps // 2])
+    want = unet(x, t, encoder_hidden_states=states).sample
+    with atomic_dir(out_dir) as tmp:
+        StableDiffusionPipeline.save_lora_weights(
+            tmp, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
+            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+        )  # fmt: skip
+        pipeline.load_lora_weights(str(tmp), weight_name=LORA_WEIGHTS)
+        got = pipeline.unet(x, t, encoder_hidden_states=states).sample
+        diff = float((got - want).abs().max())
+        scale = float(want.abs().max())
+        if not diff <= 1e-4 * max(scale, 1.0):
+            raise ValueError(
+                f"{model_dir}: the exported LoRA, loaded by diffusers, predicts up to {diff:.3g} "
+                f"away from the model (|eps| up to {scale:.3g}); nothing written to {out_dir}"
+            )
+    return diff
