@@ -82,6 +82,24 @@ def test_lora_model_starts_as_its_base_and_saves_only_its_adapters(pipeline_dir,
     assert [n for n, p in loaded.named_parameters() if p.requires_grad] == trainable
 
 
+def test_a_lora_model_refuses_a_base_that_changed_since(pipeline_dir, tmp_path):
+    base = tmp_path / "pipeline" / "unet"
+    shutil.copytree(pipeline_dir / "unet", base)
+    torch.manual_seed(0)
+    lora_spec = {"base": str(base), "lora": LORA}
+    save_model(tmp_path / "m", build_unet(lora_spec, 4, 4, 16), lora_spec, Schedule())
+    load_model(tmp_path / "m")
+    unet = load_pipeline(pipeline_dir).unet
+    with torch.no_grad():
+        next(unet.parameters()).add_(1.0)
+    unet.save_pretrained(base, safe_serialization=True)
+    with pytest.raises(ValueError, match=r"m/config.json: its base UNet .* is not the one"):
+        load_model(tmp_path / "m")
+    shutil.rmtree(base)
+    with pytest.raises(ValueError, match=r"m/config.json: its base UNet .* is missing"):
+        load_model(tmp_path / "m")
+
+
 def test_bad_lora_settings_are_named(pipeline_dir):
     with pytest.raises(ValueError, match=r"pipeline.lora.rank = 0"):
         build_unet(spec(pipeline_dir, rank=0), 4, 4, 16)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from stepattr.core.io import atomic_path, load_weights, read_weights, save_json
 from stepattr.core.lora import (
     build_lora_unet,
+    check_base,
     is_lora_spec,
     load_lora_weights,
     lora_meta,
@@ -245,7 +246,8 @@ def load_model(
 ) -> tuple[torch.nn.Module, Schedule, dict[str, Any]]:
     """Load a model written by :func:`save_model`, in eval mode.
 
-    A missing, corrupt or mismatched weights file raises ``ValueError`` naming the file.
+    A missing, corrupt or mismatched weights file raises ``ValueError`` naming the file, as
+    does a LoRA model whose base weights changed since it was saved.
     """
     directory = Path(directory)
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
@@ -261,6 +263,7 @@ def load_model(
             f"{cfg_path}: not a model config written by this workflow ({err})"
         ) from err
     if "lora" in meta:
+        check_base(meta["lora"], str(cfg_path))
         unet = build_lora_unet(spec)
         load_lora_weights(unet, read_weights(weights), str(weights))
     else:

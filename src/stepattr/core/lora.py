@@ -101,13 +101,26 @@ def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def lora_meta(spec: Mapping[str, Any]) -> dict[str, Any]:
     """What a saved LoRA model's config.json records of its spec: the base folder, the
-    SHA-256 of the base weights (a changed base is then detectable) and the adapters."""
+    SHA-256 of the base weights (:func:`check_base` refuses a changed base) and the adapters."""
     base = Path(spec["base"])
     return {
         "base": str(base),
         "base_sha256": sha256_file(base / BASE_WEIGHTS),
         "lora": dict(spec["lora"]),
     }
+
+
+def check_base(meta: Mapping[str, Any], where: str) -> None:
+    """The base a saved LoRA model names must be the one it was trained on: a base whose
+    weights changed since (a re-downloaded or edited pipeline) is refused, naming both."""
+    weights = Path(meta["base"]) / BASE_WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"{where}: its base UNet {weights} is missing")
+    if sha256_file(weights) != meta["base_sha256"]:
+        raise ValueError(
+            f"{where}: its base UNet {weights} is not the one it was trained on (SHA-256 "
+            f"differs from the recorded {meta['base_sha256'][:12]}...); retrain the LoRA model"
+        )
 
 
 def load_lora_weights(unet: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
