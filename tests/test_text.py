@@ -11,6 +11,8 @@ import torch
 from stepattr.core.io import load_json
 from stepattr.datasets.prepare import prepare_dataset
 from stepattr.text.encoder import (
+    EOW,
+    learn_bpe_merges,
     load_text_encoder,
     load_text_states,
     token_ids,
@@ -49,6 +51,54 @@ def test_tokenizer_learns_caption_words_and_keeps_every_byte() -> None:
         )
     with pytest.raises(ValueError, match=r"text_encoder\.vocab_size = 100 must hold"):
         train_tokenizer(captions, 100)
+
+
+def brute_force_merges(words: dict[str, int], num_merges: int) -> list[tuple[str, str]]:
+    """BPE recounting every pair of every word at every merge; ties to the smallest pair."""
+    seqs = {w: [*w[:-1], w[-1] + EOW] for w in words}
+    merges = []
+    for _ in range(num_merges):
+        counts: dict[tuple[str, str], int] = {}
+        for w, seq in seqs.items():
+            for pair in zip(seq, seq[1:], strict=False):
+                counts[pair] = counts.get(pair, 0) + words[w]
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        for w, seq in seqs.items():
+            out, j = [], 0
+            while j < len(seq):
+                if seq[j : j + 2] == list(best):
+                    out.append(best[0] + best[1])
+                    j += 2
+                else:
+                    out.append(seq[j])
+                    j += 1
+            seqs[w] = out
+    return merges
+
+
+def test_bpe_merges_equal_a_brute_force_recount() -> None:
+    """Random words over 3 letters (many ties, runs like "aaa") and the captions' words."""
+    rng = np.random.default_rng(0)
+    words = {"".join(rng.choice(list("abc"), rng.integers(1, 7))): int(rng.integers(1, 4))
+             for _ in range(60)}  # fmt: skip
+    assert learn_bpe_merges(words, 80) == brute_force_merges(words, 80)
+    caption_words = {"a": 20, "handwritten": 10, "digit": 10, "the": 10, "number": 10}
+    caption_words |= {str(d): 2 for d in range(10)}
+    assert learn_bpe_merges(caption_words, 50) == brute_force_merges(caption_words, 50)
+    assert learn_bpe_merges({"ab": 3, "ac": 1}, 5) == [("a", "b</w>"), ("a", "c</w>")]
+
+
+def test_tokenizer_is_the_same_in_every_run() -> None:
+    """tokenizers' BpeTrainer numbered word-end tokens, and broke ties, by hash-map order."""
+    captions = [t.format(d) for t in TEMPLATES for d in range(10)] + ["ab ab ba ba cd dc"]
+    first = train_tokenizer(captions, 600)
+    for _ in range(5):
+        again = train_tokenizer(list(reversed(captions)), 600)
+        assert again.get_vocab() == first.get_vocab()
+        assert again(captions).input_ids == first(captions).input_ids
 
 
 def test_token_ids_refuse_long_and_empty_text() -> None:

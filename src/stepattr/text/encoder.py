@@ -13,10 +13,11 @@ from labels it learns the label words, and its held-out retrieval accuracy is in
 
 from __future__ import annotations
 
-import json
+import heapq
 import logging
 import math
 import os
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,37 +34,88 @@ from stepattr.core.seeds import numpy_rng
 log = logging.getLogger(__name__)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+EOW = "</w>"  # CLIP's word-end suffix
 EMPTY = ""  # the unconditional text of classifier-free guidance
 TEXT_DATA = 12  # seed stream of the CLIP's batches and caption draws (after stepattr.core.seeds)
 
 
+def learn_bpe_merges(words: Mapping[str, int], num_merges: int) -> list[tuple[str, str]]:
+    """BPE merges (Sennrich et al.) learned on pre-tokenized words and their counts, each word
+    ending in a ``</w>`` symbol: repeatedly merge the most frequent adjacent pair.
+
+    Ties go to the smallest pair (as text), so the same captions give the same merges in every
+    process. tokenizers' ``BpeTrainer`` breaks them by hash-map order instead: its tokenizer,
+    and every model trained on its token ids, changed from run to run (tokenizers issue 1794).
+    Pair counts are updated incrementally, only in the words that hold the merged pair.
+    """
+    seqs = [[*w[:-1], w[-1] + EOW] for w in words]
+    counts = [int(c) for c in words.values()]
+    pair_count: Counter[tuple[str, str]] = Counter()
+    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, seq in enumerate(seqs):
+        for pair in zip(seq, seq[1:], strict=False):
+            pair_count[pair] += counts[i]
+            holders[pair].add(i)
+    heap = [(-c, pair) for pair, c in pair_count.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while heap and len(merges) < num_merges:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -neg:  # stale: the count changed since it was pushed
+            continue
+        merges.append(pair)
+        touched = set()
+        for i in sorted(holders.pop(pair)):
+            seq, merged, j = seqs[i], [], 0
+            while j < len(seq):
+                if j + 1 < len(seq) and (seq[j], seq[j + 1]) == pair:
+                    merged.append(pair[0] + pair[1])
+                    j += 2
+                else:
+                    merged.append(seq[j])
+                    j += 1
+            for old in zip(seq, seq[1:], strict=False):
+                pair_count[old] -= counts[i]
+                touched.add(old)
+            for new in zip(merged, merged[1:], strict=False):
+                pair_count[new] += counts[i]
+                holders[new].add(i)
+                touched.add(new)
+            seqs[i] = merged
+        pair_count.pop(pair, None)
+        for other in sorted(touched - {pair}):
+            if pair_count[other] > 0:
+                heapq.heappush(heap, (-pair_count[other], other))
+            else:
+                pair_count.pop(other)
+    return merges
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
-    """A ``CLIPTokenizer`` whose BPE merges are learned on ``texts`` (up to ``vocab_size``)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A ``CLIPTokenizer`` whose BPE merges are learned on ``texts`` (up to ``vocab_size``
+    tokens: the 2 special tokens, every byte with and without a word end, then the merges),
+    the same tokenizer in every process (:func:`learn_bpe_merges`)."""
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < 2 * len(alphabet) + 2:
         raise ValueError(
             f"text_encoder.vocab_size = {vocab_size} must hold the {2 * len(alphabet)} byte "
             "symbols (with and without a word end) and 2 special tokens"
         )
     template = CLIPTokenizer().backend_tokenizer  # CLIP's normalizer and pre-tokenizer
-    bpe = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
-    bpe.normalizer, bpe.pre_tokenizer = template.normalizer, template.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(alphabet),  # room for the word-end bytes added below
-        special_tokens=[BOS, EOS],
-        initial_alphabet=alphabet,
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator(list(texts), trainer)
-    model = json.loads(bpe.to_str())["model"]
-    vocab = dict(model["vocab"])
-    for symbol in alphabet:  # a one-byte word ends in "x</w>": keep every byte encodable
-        vocab.setdefault(symbol + "</w>", len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    words: Counter[str] = Counter()
+    for text in texts:
+        normalized = template.normalizer.normalize_str(str(text))
+        words.update(w for w, _ in template.pre_tokenizer.pre_tokenize_str(normalized))
+    words = Counter(dict(sorted(words.items())))  # word order does not depend on the texts'
+    vocab = {
+        token: i for i, token in enumerate([BOS, EOS, *alphabet, *(a + EOW for a in alphabet)])
+    }
+    merges = learn_bpe_merges(words, vocab_size - len(vocab))
+    for left, right in merges:  # two pairs can make one token: at most vocab_size tokens
+        vocab.setdefault(left + right, len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
