@@ -1,7 +1,7 @@
 # Rules: pipeline. The text-to-image family: full_0, the autoencoder and the text encoder saved
 # as one StableDiffusionPipeline folder. The stable_diffusion family: full_0's LoRA in
-# diffusers' format, what its LoRA fine-tune changes in the pipeline's samples, and the pretrained pipeline's own feature transitions
-# (stepattr.pipeline).
+# diffusers' format, what its LoRA fine-tune changes in the pipeline's samples, and the
+# pretrained pipeline's own feature transitions (stepattr.pipeline).
 
 
 include: "functions/pipeline.smk"
