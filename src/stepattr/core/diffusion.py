@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from diffusers import UNet2DConditionModel, UNet2DModel
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -173,7 +172,29 @@ def check_model_config(model_cfg: Mapping[str, Any], image_size: int, where: str
         )
 
 
-UNET_CLASSES = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
+UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")  # the diffusers classes a model file names
+
+
+def unet_class(name: str) -> type:
+    """The diffusers UNet class of that name; diffusers is imported here, not with this
+    module, so that jobs which only read tables and scores start without it (~4 s a job)."""
+    if name not in UNET_CLASSES:
+        raise ValueError(f"unet_class {name!r} is not one of {UNET_CLASSES}")
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def use_plain_attention(unet: torch.nn.Module) -> torch.nn.Module:
+    """Give every attention layer diffusers' plain matmul-softmax processor: the default
+    calls ``scaled_dot_product_attention``, which has no vmap batching rule (per-example
+    gradients and batched training vmap over the UNet); the result is the same attention."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            module.set_processor(AttnProcessor())
+    return unet
 
 
 def build_unet(
@@ -189,7 +210,7 @@ def build_unet(
     if is_lora_spec(model_cfg):
         return build_lora_unet(model_cfg)
     check_model_config(model_cfg, image_size)
-    cls = UNet2DModel if cross_attention_dim is None else UNet2DConditionModel
+    cls = unet_class("UNet2DModel" if cross_attention_dim is None else "UNet2DConditionModel")
     return cls(**unet_kwargs(model_cfg, image_size, channels, cross_attention_dim))
 
 
@@ -257,7 +278,7 @@ def load_model(
         if "lora" in meta:
             spec = {"base": meta["lora"]["base"], "lora": meta["lora"]["lora"]}
         else:
-            unet = UNET_CLASSES[meta.get("unet_class", "UNet2DModel")](**meta["unet"])
+            unet = unet_class(meta.get("unet_class", "UNet2DModel"))(**meta["unet"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(
             f"{cfg_path}: not a model config written by this workflow ({err})"

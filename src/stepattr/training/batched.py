@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, vmap
 
-from stepattr.core.diffusion import Schedule, add_noise, build_unet
+from stepattr.core.diffusion import Schedule, add_noise, build_unet, use_plain_attention
 from stepattr.core.seeds import MODEL_INIT, TRAIN_STEP, derive_seed
 from stepattr.training.train import BatchOrder, ema_decay_at, warmup_learning_rate
 
@@ -59,11 +58,7 @@ class BatchedDiffusionTrainer:
         self.num_timesteps = schedule.num_train_timesteps
         _, channels, size, _ = images.shape
         torch.manual_seed(derive_seed(MODEL_INIT, self.seed))
-        self.unet = build_unet(model_cfg, size, channels).to(device).train()
-        # plain-matmul attention: vmap has no batching rule for CPU's fused SDPA kernel
-        for module in self.unet.modules():
-            if isinstance(module, Attention):
-                module.set_processor(AttnProcessor())
+        self.unet = use_plain_attention(build_unet(model_cfg, size, channels).to(device).train())
         self.names = [n for n, p in self.unet.named_parameters() if p.requires_grad]
         g = self.num_models
         start = dict(self.unet.named_parameters())

@@ -15,9 +15,9 @@ matrix row ``j`` therefore always multiplies the same scalar parameter.
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, grad, vmap
 
+from stepattr.core.diffusion import use_plain_attention
 from stepattr.core.outputs import output_value
 
 
@@ -39,11 +39,7 @@ def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
     batching rule and falls back to a per-example loop; the plain matmul-softmax processor
     computes the same attention and batches. (The UNet's mid block always has attention.)
     """
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.set_processor(AttnProcessor())
-    return model
+    return use_plain_attention(model.eval())
 
 
 def per_example_gradients(
