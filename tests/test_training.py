@@ -281,3 +281,7 @@ def test_mismatched_checkpoint_is_an_error_naming_it(ci_config, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="model.safetensors.*do not match"):
         load_model(tmp_path / "m")
+    meta["unet_class"] = "UNet3DModel"  # a class the file format does not name
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"m/config.json: not a model config .*UNet3DModel"):
+        load_model(tmp_path / "m")

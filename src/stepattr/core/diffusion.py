@@ -279,7 +279,7 @@ def load_model(
             spec = {"base": meta["lora"]["base"], "lora": meta["lora"]["lora"]}
         else:
             unet = unet_class(meta.get("unet_class", "UNet2DModel"))(**meta["unet"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, class
         raise ValueError(
             f"{cfg_path}: not a model config written by this workflow ({err})"
         ) from err

@@ -109,7 +109,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
     for text in texts:
         normalized = template.normalizer.normalize_str(str(text))
         words.update(w for w, _ in template.pre_tokenizer.pre_tokenize_str(normalized))
-    words = Counter(dict(sorted(words.items())))  # word order does not depend on the texts'
     vocab = {
         token: i for i, token in enumerate([BOS, EOS, *alphabet, *(a + EOW for a in alphabet)])
     }
