@@ -59,12 +59,12 @@ def subset_model_outputs(
     return {"f": f, "dtrak": dtrak, "target_id": targets.target_id, "grid": targets.grid}
 
 
-def subset_row(model_id: str) -> int:
-    """The subset-mask row of a model id ``subset_{row}_s{seed}``."""
+def subset_row_seed(model_id: str) -> tuple[int, int]:
+    """The subset-mask row and seed index of a model id ``subset_{row}_s{seed}``."""
     match = SUBSET_MODEL.fullmatch(model_id)
     if not match:
         raise ValueError(f"{model_id!r} is not a subset model id (subset_<row>_s<seed>)")
-    return int(match.group(1))
+    return int(match.group(1)), int(match.group(2))
 
 
 def load_subset_outputs(
@@ -72,17 +72,32 @@ def load_subset_outputs(
     model_ids: Sequence[str],
     target_ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read subset outputs and average the models of each subset (its seeds).
+    """Read subset outputs and average the models of each subset (its seeds): the ground
+    truth of a subset with s seeds is their mean.
+
+    Returns ``rows`` (M,) mask rows in ascending order, ``f`` (m, G, M) and ``dtrak`` (m, M):
+    the subset axis last, as :func:`stepattr.lds.metric.lds_per_target` expects.
+    """
+    rows, f, dtrak = load_subset_outputs_by_seed(paths, model_ids, target_ids)
+    return rows, f.mean(axis=-1), dtrak.mean(axis=-1)
+
+
+def load_subset_outputs_by_seed(
+    paths: Sequence[str | os.PathLike],
+    model_ids: Sequence[str],
+    target_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read subset outputs, one slice per training seed: ``rows`` (M,) mask rows in ascending
+    order, ``f`` (m, G, M, s) and ``dtrak`` (m, M, s), seeds in ascending order.
 
     With ``target_ids``, every file must have been computed for exactly those targets, in
-    that order. Returns ``rows`` (M,) mask rows in ascending order, ``f`` (m, G, M) and
-    ``dtrak`` (m, M): the subset axis last, as :func:`stepattr.lds.metric.lds_per_target` expects.
+    that order. Every subset must have the same seeds (the retraining ceiling compares them).
     """
     if len(paths) != len(model_ids) or not paths:
         raise ValueError(
             f"need one output file per subset model, got {len(paths)} for {len(model_ids)}"
         )
-    grouped: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    grouped: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     shape = None
     for path, model_id in zip(paths, model_ids, strict=True):
         with np.load(path, allow_pickle=False) as data:
@@ -96,8 +111,16 @@ def load_subset_outputs(
             shape = f.shape
         if f.shape != shape or dtrak.shape != shape[:1]:
             raise ValueError(f"{path}: f {f.shape} / dtrak {dtrak.shape} differ from {shape}")
-        grouped.setdefault(subset_row(model_id), []).append((f, dtrak))
+        row, seed = subset_row_seed(model_id)
+        grouped.setdefault(row, {})[seed] = (f, dtrak)
     rows = np.array(sorted(grouped), dtype=np.int64)
-    f_mean = np.stack([np.mean([f for f, _ in grouped[r]], axis=0) for r in rows], axis=-1)
-    d_mean = np.stack([np.mean([d for _, d in grouped[r]], axis=0) for r in rows], axis=-1)
-    return rows, f_mean, d_mean
+    seeds = sorted(grouped[int(rows[0])])
+    for row in rows:
+        if sorted(grouped[int(row)]) != seeds:
+            raise ValueError(
+                f"subset {row} has models of seeds {sorted(grouped[int(row)])}, subset "
+                f"{rows[0]} of seeds {seeds}: every subset needs the same seeds"
+            )
+    f_all = np.stack([np.stack([grouped[r][s][0] for s in seeds], -1) for r in rows], axis=-2)
+    d_all = np.stack([np.stack([grouped[r][s][1] for s in seeds], -1) for r in rows], axis=-2)
+    return rows, f_all, d_all

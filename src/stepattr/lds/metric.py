@@ -83,6 +83,44 @@ def lds_per_target(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) ->
     return spearman_rows(predicted, -np.asarray(losses, dtype=np.float64))
 
 
+def two_way_bootstrap(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    m: int,
+    subsets: int,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> tuple[float, float]:
+    """Percentile CI of ``statistic(rows, cols)`` (rows (m, 1), cols (1, M) index arrays)
+    over replicates that resample the targets and the subsets (the same subset columns for
+    every target, as the targets share them)."""
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for b in range(n_boot):
+            rows = rng.integers(0, m, m)[:, None]
+            cols = rng.integers(0, subsets, subsets)[None, :]
+            values[b] = statistic(rows, cols)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(values, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def _kept_targets(rho: np.ndarray) -> tuple[np.ndarray, int]:
+    """Targets whose correlation is defined, and how many were excluded (with a warning)."""
+    keep = np.isfinite(rho)
+    excluded = int(rho.size - keep.sum())
+    if excluded:
+        warnings.warn(
+            f"{excluded} of {rho.size} targets have an undefined Spearman correlation "
+            "(constant prediction or ground truth); they are excluded from the LDS",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return keep, excluded
+
+
 def bootstrap_lds(
     predicted: np.ndarray, actual: np.ndarray, n_boot: int, seed: int, level: float = 0.95
 ) -> LDS:
@@ -95,31 +133,55 @@ def bootstrap_lds(
     """
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
-    rho = spearman_rows(predicted, actual)
-    keep = np.isfinite(rho)
-    excluded = int(rho.size - keep.sum())
-    if excluded:
-        warnings.warn(
-            f"{excluded} of {rho.size} targets have an undefined Spearman correlation "
-            "(constant prediction or ground truth); they are excluded from the LDS",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    keep, excluded = _kept_targets(spearman_rows(predicted, actual))
     if not keep.any():
         return LDS(float("nan"), float("nan"), float("nan"), 0, excluded)
     predicted, actual = predicted[keep], actual[keep]
-    m, subsets = predicted.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for b in range(n_boot):
-            rows = rng.integers(0, m, m)[:, None]
-            cols = rng.integers(0, subsets, subsets)[None, :]
-            means[b] = np.nanmean(spearman_rows(predicted[rows, cols], actual[rows, cols]))
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.nanquantile(means, [tail, 1.0 - tail])
-    return LDS(float(rho[keep].mean()), float(lo), float(hi), int(keep.sum()), excluded)
+
+    def mean_rho(rows, cols) -> float:
+        return float(np.nanmean(spearman_rows(predicted[rows, cols], actual[rows, cols])))
+
+    whole = mean_rho(np.arange(len(actual))[:, None], np.arange(actual.shape[1])[None, :])
+    lo, hi = two_way_bootstrap(mean_rho, *actual.shape, n_boot, seed, level)
+    return LDS(whole, lo, hi, int(keep.sum()), excluded)
+
+
+def seed_agreement(outputs: np.ndarray) -> np.ndarray:
+    """The retraining ceiling per target ("exact retraining", Mlodozeniec et al.): Spearman
+    correlation across subsets of one training seed's outputs with the mean of the other
+    seeds' outputs on the same subsets, averaged over which seed is left out.
+
+    ``outputs`` (..., M, s): each subset's output under each of its s >= 2 seeds. No method
+    that predicts from the subset alone can be expected to beat it (seed noise is not a
+    function of the subset); returns (...), NaN where undefined.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    s = outputs.shape[-1]
+    if s < 2:
+        raise ValueError(f"the retraining ceiling needs >= 2 seeds per subset, got {s}")
+    total = outputs.sum(axis=-1)
+    rho = [spearman_rows(outputs[..., k], (total - outputs[..., k]) / (s - 1)) for k in range(s)]
+    return np.mean(rho, axis=0)
+
+
+def bootstrap_ceiling(outputs: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> LDS:
+    """Mean over targets of :func:`seed_agreement`, with the LDS's two-way bootstrap CI.
+
+    ``outputs``: (targets, M, s). The sign is immaterial (both sides are the same quantity).
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    keep, excluded = _kept_targets(seed_agreement(outputs))
+    if not keep.any():
+        return LDS(float("nan"), float("nan"), float("nan"), 0, excluded)
+    outputs = outputs[keep]
+
+    def mean_rho(rows, cols) -> float:
+        return float(np.nanmean(seed_agreement(outputs[rows, cols])))
+
+    m, subsets = outputs.shape[:2]
+    whole = mean_rho(np.arange(m)[:, None], np.arange(subsets)[None, :])
+    lo, hi = two_way_bootstrap(mean_rho, m, subsets, n_boot, seed, level)
+    return LDS(whole, lo, hi, int(keep.sum()), excluded)
 
 
 @dataclass(frozen=True)
@@ -162,18 +224,9 @@ def bootstrap_lds_difference(
         b = spearman_rows(predicted_b[rows, cols], actual[rows, cols])
         return float(np.nanmean(a - b))
 
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for r in range(n_boot):
-            rows = rng.integers(0, m, m)[:, None]
-            cols = rng.integers(0, subsets, subsets)[None, :]
-            diffs[r] = difference(rows, cols)
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.nanquantile(diffs, [tail, 1.0 - tail])
+    lo, hi = two_way_bootstrap(difference, m, subsets, n_boot, seed, level)
     whole = difference(np.arange(m)[:, None], np.arange(subsets)[None, :])
-    return LDSDifference(whole, float(lo), float(hi), m)
+    return LDSDifference(whole, lo, hi, m)
 
 
 def mean_lds_over_steps(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> float:

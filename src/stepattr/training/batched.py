@@ -23,7 +23,7 @@ from torch.func import functional_call, vmap
 
 from stepattr.core.diffusion import Schedule, add_noise, build_unet, use_plain_attention
 from stepattr.core.seeds import MODEL_INIT, TRAIN_STEP, derive_seed
-from stepattr.training.train import BatchOrder, ema_decay_at, warmup_learning_rate
+from stepattr.training.train import BatchOrder, ema_decay_at, learning_rate_at
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, which DiffusionTrainer uses
 ADAM_EPS = 1e-8
@@ -47,6 +47,7 @@ class BatchedDiffusionTrainer:
         seed: int,
         device: torch.device,
         keep: torch.Tensor,
+        total_steps: int | None = None,
     ) -> None:
         if keep.dtype != torch.bool or keep.dim() != 2 or keep.shape[1] != len(images):
             raise ValueError(
@@ -54,6 +55,7 @@ class BatchedDiffusionTrainer:
                 f"{tuple(keep.shape)}"
             )
         self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
+        self.total_steps = total_steps
         self.num_models = keep.shape[0]
         self.num_timesteps = schedule.num_train_timesteps
         _, channels, size, _ = images.shape
@@ -87,7 +89,7 @@ class BatchedDiffusionTrainer:
         self._losses = vmap(loss_of, randomness="different")
 
     def learning_rate(self, step: int) -> float:
-        return warmup_learning_rate(self.cfg, step)
+        return learning_rate_at(self.cfg, step, self.total_steps)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions (G, L) into the batch of each model's kept examples, padded, and their

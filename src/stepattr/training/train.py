@@ -28,6 +28,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -98,10 +99,22 @@ def ema_decay_at(decay: float, step: int) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-def warmup_learning_rate(train_cfg: Mapping[str, Any], step: int) -> float:
-    """Linear warmup from lr / warmup_steps to lr over ``warmup_steps``, then constant."""
+def learning_rate_at(train_cfg: Mapping[str, Any], step: int, total_steps: int | None) -> float:
+    """Linear warmup from lr / warmup_steps to lr over ``warmup_steps``; then constant
+    (``lr_schedule: constant``) or a half cosine down to 0 at ``total_steps`` (``cosine``).
+
+    Decay to 0 makes the last batches move the weights little, so the final model depends
+    less on which examples happened to come last: less seed noise in what retraining measures.
+    """
     lr, warmup = float(train_cfg["lr"]), int(train_cfg["warmup_steps"])
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    if train_cfg.get("lr_schedule", "constant") == "constant":
+        return lr
+    if total_steps is None:
+        raise ValueError("train.lr_schedule: cosine needs the run's total steps")
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def use_compile(setting: str | bool, device: torch.device) -> bool:
@@ -124,11 +137,14 @@ class DiffusionTrainer:
         device: torch.device,
         keep: torch.Tensor | None = None,
         conditioning: CaptionConditioning | None = None,
+        total_steps: int | None = None,
     ) -> None:
         """``keep``: bool mask over ``images``; batches are drawn from all images and the
         examples outside the mask dropped from them (shared batches). ``conditioning``: the
-        text-to-image family's captions; ``images`` are then its scaled latents."""
+        text-to-image family's captions; ``images`` are then its scaled latents.
+        ``total_steps``: the run's length, which a decaying learning rate needs."""
         self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
+        self.total_steps = total_steps
         self.cuda = device.type == "cuda"
         self.num_timesteps = schedule.num_train_timesteps
         _, channels, size, _ = images.shape
@@ -163,7 +179,7 @@ class DiffusionTrainer:
         self.step = 0
 
     def learning_rate(self, step: int) -> float:
-        return warmup_learning_rate(self.cfg, step)
+        return learning_rate_at(self.cfg, step, self.total_steps)
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns the batch loss (detached, on the device, unsynchronised)."""
@@ -337,12 +353,12 @@ def train_diffusion(
         if conditioning is not None:
             raise ValueError("subsets.group_size > 1 does not train text-conditioned models yet")
         trainer = BatchedDiffusionTrainer(
-            data, model_cfg, train_cfg, schedule, seed, device, keep_mask
+            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, total_steps=steps
         )
         num_models = keep_mask.shape[0]
     else:
         trainer = DiffusionTrainer(
-            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, conditioning
+            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, conditioning, steps
         )
         num_models = 1
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
