@@ -287,7 +287,7 @@ def test_load_subset_outputs_averages_seeds_of_a_subset(tmp_path):
     rng = np.random.default_rng(11)
     arrays = {
         mid: (rng.standard_normal((4, 3)), rng.standard_normal(4))
-        for mid in ["subset_1_s0", "subset_0_s0", "subset_1_s1"]
+        for mid in ["subset_1_s0", "subset_0_s0", "subset_1_s1", "subset_0_s1"]
     }
     paths = []
     for mid, (f, d) in arrays.items():
@@ -295,10 +295,13 @@ def test_load_subset_outputs_averages_seeds_of_a_subset(tmp_path):
         paths.append(tmp_path / f"{mid}.npz")
     rows, f, dtrak = load_subset_outputs(paths, list(arrays))
     assert rows.tolist() == [0, 1] and f.shape == (4, 3, 2) and dtrak.shape == (4, 2)
-    np.testing.assert_allclose(f[..., 1], (arrays["subset_1_s0"][0] + arrays["subset_1_s1"][0]) / 2)
-    np.testing.assert_allclose(dtrak[:, 0], arrays["subset_0_s0"][1])
+    # exact: the mean of the seeds' own arrays, bit for bit
+    assert np.array_equal(f[..., 1], (arrays["subset_1_s0"][0] + arrays["subset_1_s1"][0]) / 2)
+    assert np.array_equal(dtrak[:, 0], (arrays["subset_0_s0"][1] + arrays["subset_0_s1"][1]) / 2)
     with pytest.raises(ValueError, match="not a subset model id"):
         load_subset_outputs(paths[:1], ["full_0"])
+    with pytest.raises(ValueError, match="every subset needs the same seeds"):
+        load_subset_outputs(paths[:3], list(arrays)[:3])
 
 
 def test_load_target_sets_concatenates_in_order_and_rejects_duplicate_ids(tmp_path):

@@ -285,3 +285,20 @@ def test_mismatched_checkpoint_is_an_error_naming_it(ci_config, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"m/config.json: not a model config .*UNet3DModel"):
         load_model(tmp_path / "m")
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_to_zero():
+    from stepattr.training.train import learning_rate_at
+
+    cfg = {"lr": 0.01, "warmup_steps": 10}
+    assert learning_rate_at(cfg, 0, None) == pytest.approx(0.001)
+    assert learning_rate_at(cfg, 9, None) == learning_rate_at(cfg, 500, None) == 0.01
+    cosine = cfg | {"lr_schedule": "cosine"}
+    assert learning_rate_at(cosine, 4, 110) == learning_rate_at(cfg, 4, 110)  # same warmup
+    assert learning_rate_at(cosine, 10, 110) == pytest.approx(0.01)
+    assert learning_rate_at(cosine, 60, 110) == pytest.approx(0.005)
+    assert learning_rate_at(cosine, 110, 110) == pytest.approx(0.0, abs=1e-12)
+    rates = [learning_rate_at(cosine, s, 110) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    with pytest.raises(ValueError, match="total steps"):
+        learning_rate_at(cosine, 20, None)

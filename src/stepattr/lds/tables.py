@@ -13,15 +13,29 @@ Every LDS is reported over all targets and per target set (generated, validation
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from stepattr.lds.metric import bootstrap_lds, bootstrap_lds_difference, predicted_outputs
+from stepattr.lds.metric import (
+    LDS,
+    bootstrap_ceiling,
+    bootstrap_lds,
+    bootstrap_lds_difference,
+    predicted_outputs,
+)
 from stepattr.workflow.provenance import describe_config
+
+CEILING = "ceiling"  # the retraining ceiling's rows in the LDS tables (method column)
+CEILING_NOTE = (
+    "- retraining ceiling (rows 'ceiling', where subsets have >= 2 seeds): per target, Spearman "
+    "across subsets of one seed's output with the mean of the other seeds', averaged over the "
+    "seed left out (Mlodozeniec et al.'s exact retraining), same bootstrap; methods are scored "
+    "against the mean of all seeds"
+)
 
 
 def _target_groups(target_set: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -44,13 +58,75 @@ def _rows(
 ) -> list[dict]:
     """Bootstrap rows for predicted and actual outputs (m, G, M) per target group and step
     (``steps=None``: one column)."""
+
+    def lds(keep: np.ndarray, g: int) -> LDS:
+        return bootstrap_lds(predicted[keep, g], actual[keep, g], n_boot, seed, level)
+
+    return _grouped_rows(method, lds, predicted.shape[1], steps, target_set)
+
+
+def _grouped_rows(
+    method: str,
+    statistic: Callable[[np.ndarray, int], LDS],
+    columns: int,
+    steps: Sequence[int] | None,
+    target_set: np.ndarray,
+) -> list[dict]:
+    """Rows of ``statistic(target mask, column)`` per target group and column (a grid step,
+    or the single column of the D-TRAK protocol where ``steps`` is None)."""
     rows = []
     for set_name, keep in _target_groups(target_set):
-        for g in range(predicted.shape[1]):
-            res = bootstrap_lds(predicted[keep, g], actual[keep, g], n_boot, seed, level)
+        for g in range(columns):
+            res = statistic(keep, g)
             step = {} if steps is None else {"step": int(steps[g])}
             rows.append({"method": method, "target_set": set_name, **step, **asdict(res)})
     return rows
+
+
+def ceiling_rows(
+    f_by_seed: np.ndarray,
+    dtrak_by_seed: np.ndarray,
+    grid: Sequence[int],
+    target_set: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> tuple[list[dict], list[dict]]:
+    """The retraining ceiling's per-step and D-TRAK-protocol rows (method ``ceiling``):
+    :func:`stepattr.lds.metric.bootstrap_ceiling` of ``f_by_seed`` (m, G, M, s) and
+    ``dtrak_by_seed`` (m, M, s), per target group; none where s < 2."""
+    if f_by_seed.shape[-1] < 2:
+        return [], []
+
+    def per_step(keep: np.ndarray, g: int) -> LDS:
+        return bootstrap_ceiling(f_by_seed[keep, g], n_boot, seed, level)
+
+    def whole(keep: np.ndarray, _: int) -> LDS:
+        return bootstrap_ceiling(dtrak_by_seed[keep], n_boot, seed, level)
+
+    steps = _grouped_rows(CEILING, per_step, len(grid), list(grid), target_set)
+    return steps, _grouped_rows(CEILING, whole, 1, None, target_set)
+
+
+def ceiling_fractions(frame: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
+    """Markdown lines: each method's mean LDS over the columns (all targets) as a share of
+    the ceiling's; empty without a ceiling row."""
+    data = frame[frame["target_set"] == "all"]
+    ceiling = data.loc[data["method"] == CEILING, "lds"].mean()
+    if not np.isfinite(ceiling) or ceiling <= 0:
+        return []
+    lines = [
+        "## Share of the retraining ceiling",
+        "",
+        f"Mean LDS over the columns (all targets) / the ceiling's mean ({ceiling:.3f}):",
+        "",
+        "| method | mean LDS | share of the ceiling |",
+        "|---|---:|---:|",
+    ]
+    for method, part in data[data["method"] != CEILING].groupby("method", sort=False):
+        mean = part["lds"].mean()
+        lines.append(f"| {labels.get(method, method)} | {mean:+.3f} | {mean / ceiling:.0%} |")
+    return lines + [""]
 
 
 def step_lds_rows(
@@ -163,6 +239,7 @@ def lds_markdown(
             lines += _wide(frame[frame["target_set"] == name], "step", labels)
     else:
         lines += _wide(frame, "target_set", labels)
+    lines += ceiling_fractions(frame, labels)
     excluded = int(frame["n_excluded"].sum())
     if excluded:
         lines.append(
@@ -200,7 +277,12 @@ def lds_header(
     ]
 
 
-REFERENCES = {"random": ("0.45", "--"), "pixel": ("tab:orange", ":")}  # drawn in every panel
+# drawn in every panel: the retraining ceiling (where subsets have >= 2 seeds) and two baselines
+REFERENCES = {
+    CEILING: ("tab:green", "-"),
+    "random": ("0.45", "--"),
+    "pixel": ("tab:orange", ":"),
+}
 
 
 def plot_lds(
@@ -230,7 +312,10 @@ def plot_lds(
         for ref, (color, style) in REFERENCES.items():
             if ref in by_method and ref != method:
                 part = by_method[ref]
-                ax.plot(part["step"], part["lds"], color=color, ls=style, lw=1, label=ref)
+                ax.plot(
+                    part["step"], part["lds"], color=color, ls=style, lw=1,
+                    label=labels.get(ref, ref),
+                )  # fmt: skip
                 ax.fill_between(
                     part["step"], part["ci_low"], part["ci_high"], color=color, alpha=0.08
                 )

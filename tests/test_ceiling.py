@@ -1,0 +1,91 @@
+"""The retraining ceiling: one seed's outputs against the other seeds' mean, across subsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from stepattr.core.io import save_npz
+from stepattr.lds.ground_truth import load_subset_outputs, load_subset_outputs_by_seed
+from stepattr.lds.metric import bootstrap_ceiling, seed_agreement
+from stepattr.lds.tables import CEILING, ceiling_rows, lds_markdown, step_lds_rows
+
+
+def seeded_outputs(rng, m, n_subsets, s, noise):
+    """Outputs (m, M, s) = a per-subset signal of unit variance + seed noise of sd ``noise``."""
+    signal = rng.standard_normal((m, n_subsets, 1))
+    return signal + noise * rng.standard_normal((m, n_subsets, s))
+
+
+def test_seed_agreement_matches_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    outputs = seeded_outputs(rng, m=5, n_subsets=9, s=3, noise=0.7)
+    outputs[0, :4, 1] = outputs[0, 0, 1]  # ties
+    expected = [
+        np.mean(
+            [
+                spearmanr(out[:, k], np.delete(out, k, axis=1).mean(axis=1)).statistic
+                for k in range(out.shape[1])
+            ]
+        )
+        for out in outputs
+    ]
+    np.testing.assert_allclose(seed_agreement(outputs), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("s, noise", [(2, 0.5), (2, 1.5), (4, 1.0)])
+def test_ceiling_recovers_the_known_reliability(s, noise):
+    """Signal variance 1, seed noise variance noise^2: one seed against the mean of s - 1
+    others has Pearson correlation sqrt(r_1 r_{s-1}), r_k = 1 / (1 + noise^2 / k); for
+    Gaussians Spearman's is (6 / pi) asin(rho / 2)."""
+    rng = np.random.default_rng(1)
+    outputs = seeded_outputs(rng, m=40, n_subsets=400, s=s, noise=noise)
+    r1, rest = 1 / (1 + noise**2), 1 / (1 + noise**2 / (s - 1))
+    expected = 6 / np.pi * np.arcsin(np.sqrt(r1 * rest) / 2)
+    res = bootstrap_ceiling(outputs, n_boot=100, seed=0)
+    assert res.lds == pytest.approx(expected, abs=0.02)
+    assert res.ci_low < expected < res.ci_high
+
+
+def test_ceiling_is_one_without_seed_noise_and_needs_two_seeds():
+    rng = np.random.default_rng(2)
+    outputs = seeded_outputs(rng, m=3, n_subsets=8, s=2, noise=0.0)
+    assert seed_agreement(outputs) == pytest.approx(np.ones(3))
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        seed_agreement(outputs[..., :1])
+
+
+def test_ceiling_rows_and_markdown_share(tmp_path):
+    rng = np.random.default_rng(3)
+    m, g, n_subsets, s = 6, 2, 10, 2
+    f = rng.standard_normal((m, g, n_subsets, 1)) + 0.3 * rng.standard_normal((m, g, n_subsets, s))
+    dtrak = f[:, 0]
+    sets = np.array(["generated"] * 4 + ["validation"] * 2)
+    steps, whole = ceiling_rows(f, dtrak, [900, 0], sets, n_boot=20, seed=0)
+    assert len(steps) == 3 * 2 and len(whole) == 3
+    assert {r["method"] for r in steps + whole} == {CEILING}
+    assert ceiling_rows(f[..., :1], dtrak[..., :1], [900, 0], sets, 20, 0) == ([], [])
+    masks = rng.random((n_subsets, 30)) < 0.5
+    scores = rng.standard_normal((m, g, 30))
+    rows = steps + step_lds_rows("trak", scores, masks, f.mean(-1), [900, 0], sets, 20, 0)
+    text = lds_markdown(pd.DataFrame(rows), "LDS", [], {CEILING: "retraining ceiling"})
+    assert "| retraining ceiling |" in text and "## Share of the retraining ceiling" in text
+    assert "| trak |" in text.split("## Share of the retraining ceiling")[1]
+
+
+def test_outputs_by_seed_keep_each_seed_and_their_mean_is_the_ground_truth(tmp_path):
+    rng = np.random.default_rng(4)
+    ids = [f"subset_{j}_s{k}" for j in (2, 0) for k in (1, 0, 2)]
+    arrays = {mid: (rng.standard_normal((4, 3)), rng.standard_normal(4)) for mid in ids}
+    paths = []
+    for mid, (f, d) in arrays.items():
+        save_npz(tmp_path / f"{mid}.npz", f=f, dtrak=d)
+        paths.append(tmp_path / f"{mid}.npz")
+    rows, f, dtrak = load_subset_outputs_by_seed(paths, ids)
+    assert rows.tolist() == [0, 2] and f.shape == (4, 3, 2, 3) and dtrak.shape == (4, 2, 3)
+    assert np.array_equal(f[:, :, 1, 2], arrays["subset_2_s2"][0])
+    assert np.array_equal(dtrak[:, 0, 1], arrays["subset_0_s1"][1])
+    _, f_mean, d_mean = load_subset_outputs(paths, ids)
+    assert np.array_equal(f_mean, f.mean(axis=-1)) and np.array_equal(d_mean, dtrak.mean(-1))
