@@ -2,8 +2,6 @@
 # and feature files, resources. A stage's own helpers sit in rules/functions/<stage>.smk.
 # Rules call these helpers; no lambdas in rules.
 
-from snakemake.utils import validate
-
 from stepattr.workflow.names import (
     BASELINES,
     DATASET_SOURCES,
@@ -17,25 +15,39 @@ from stepattr.workflow.names import (
     method_name,
     subset_model_id,
 )
+from snakemake.settings.types import DeploymentMethod
+
+from stepattr.workflow.deployment import conda_missing
 from stepattr.workflow.configs import (
     ConfigError,
     apply_typed_overrides,
+    check_stacking,
     load_schema,
     model_spec,
     pipeline_transitions_enabled,
     resolve_pipeline,
+    validate_config,
 )
 
 
+SCHEMA = load_schema(f"{workflow.basedir}/config/schema.yaml")
 # values inside a nested `--config key={sub: value}` arrive as strings: give them the schema's types
-apply_typed_overrides(
-    config, workflow.config_settings.config, load_schema(f"{workflow.basedir}/config/schema.yaml")
-)
-validate(config, schema="../config/schema.yaml")  # also fills the schema's defaults: every process
-try:  # a stable_diffusion config's autoencoder, text encoder and schedule are its pipeline's
+apply_typed_overrides(config, workflow.config_settings.config, SCHEMA)
+try:
+    check_stacking(workflow.config_settings.configfiles)  # a partial overlay is not run alone
+    # the schema, in every process (it fills the defaults); an error is a few lines naming the
+    # key, its value and what is allowed (Snakemake's validate() prints the schema and config)
+    validate_config(config, SCHEMA)
+    # a stable_diffusion config's autoencoder, text encoder and schedule are its pipeline's
     resolve_pipeline(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
+conda_problem = conda_missing(
+    DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method,
+    workflow.deployment_settings.conda_frontend or "conda",
+)
+if conda_problem:  # Snakemake's own message is "Error running conda info"
+    raise WorkflowError(conda_problem)
 if workflow.is_main_process:
     # Relations between keys (stepattr.workflow.checks, which imports torch): checked once before any
     # job, not again in each job's own Snakemake process (a SLURM job would pay seconds).

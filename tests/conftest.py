@@ -84,12 +84,15 @@ def sd_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Pipeline folders for the Stable Diffusion configs' checks and dry runs: a tiny real one
     (random weights) for config/digits_sd.yaml, SD v1.5's configs without weights for
     config/sd.yaml, each config's CLIP folder ("clip:<config>", the transitions' detector), and
-    the image folder sd.yaml names (its CSVs empty: dry runs only)."""
+    the image folder sd.yaml names (one image, its CSVs empty: config checks and dry runs
+    only)."""
+    from PIL import Image
     from tiny_models import skeleton_sd15, tiny_pipeline
 
     root = tmp_path_factory.mktemp("sd_pipelines")
     images = root / "artbench2"
     images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "0.png")  # the config check wants an image
     for name in ("labels.csv", "captions.csv"):
         (images / name).write_text("")
     return {

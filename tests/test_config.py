@@ -16,7 +16,13 @@ import pytest
 import yaml
 
 from stepattr.workflow.checks import ConfigError, check_config, validate_file
-from stepattr.workflow.configs import load_config, typed_value
+from stepattr.workflow.configs import (
+    cached_folder,
+    check_stacking,
+    load_config,
+    typed_value,
+    validate_config,
+)
 from stepattr.workflow.names import (
     DATASET_SOURCES,
     INFLUENCE_VARIANTS,
@@ -86,7 +92,7 @@ def test_stable_diffusion_bad_inputs_are_named(repo: Path, tmp_path: Path, sd_pi
         validate_file(path, tmp_path / "schema.yaml")
     lora = {"rank": 0, "alpha": 4, "target_modules": ["to_q"]}
     path = sd_overlay(repo, tmp_path, config, sd_pipelines, pipeline={"lora": lora})
-    with pytest.raises(ConfigError, match=r"pipeline.lora.rank: 0 is less than the minimum"):
+    with pytest.raises(ConfigError, match=r"pipeline.lora.rank = 0: is less than the minimum"):
         validate_file(path, tmp_path / "schema.yaml")
     transitions = {"clip": None, "features": [{"name": "digit", "prompts": ["a 1", "a 7"]}]}
     path = sd_overlay(repo, tmp_path, config, sd_pipelines)
@@ -153,8 +159,8 @@ def test_nested_config_override_keeps_its_type(run_snakemake, tmp_path: Path) ->
 def test_nested_config_override_of_wrong_type_names_the_key(run_snakemake) -> None:
     proc = run_snakemake("-n", "--configfile", "config/ci.yaml", "--config", "train={steps: many}")
     assert proc.returncode != 0
-    assert "'many' is not of type 'integer'" in proc.stderr + proc.stdout
-    assert "['train']['steps']" in proc.stderr + proc.stdout
+    assert "config key train.steps = many: not allowed" in proc.stderr + proc.stdout
+    assert "allowed: an integer >= 1" in proc.stderr + proc.stdout
 
 
 def test_typed_value_reads_only_non_string_keys() -> None:
@@ -277,3 +283,185 @@ def test_text_to_image_config_errors_name_the_key(repo: Path, tmp_path: Path, ch
         cfg[section] = {**cfg[section], **values}
     with pytest.raises(ConfigError, match=named):
         check_config(cfg)
+
+
+# ---------------------------------------------------------------- errors a user can act on
+
+
+def schema_error(cfg: dict[str, Any], repo: Path) -> str:
+    """The message validate_config gives ``cfg`` against the shipped schema."""
+    schema = yaml.safe_load((repo / "config/schema.yaml").read_text())
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema)
+    return str(err.value)
+
+
+def test_schema_errors_are_a_few_lines_with_key_value_and_allowed(repo: Path, default_cfg):
+    """A top-level typo, a wrong enum value, a wrong type, an out-of-range list item: each
+    message names the key path, the value and what is allowed, in at most three lines."""
+    cfg = copy.deepcopy(default_cfg)
+    cfg["atribution"] = cfg.pop("attribution")
+    typo = schema_error(cfg, repo)
+    assert typo.splitlines()[0] == (
+        "unknown config key atribution (at the top level); did you mean attribution?"
+    )
+    assert "allowed keys at the top level: outdir, " in typo
+    cfg = copy.deepcopy(default_cfg)
+    cfg["device"] = "gpu"
+    enum = schema_error(cfg, repo)
+    assert enum.splitlines()[:2] == [
+        "config key device = gpu: not allowed",
+        "  allowed: one of: auto, cpu, cuda",
+    ]
+    cfg = copy.deepcopy(default_cfg)
+    cfg["dataset"]["image_sise"] = cfg["dataset"].pop("image_size")
+    nested = schema_error(cfg, repo)
+    assert (
+        "unknown config key dataset.image_sise (in dataset); did you mean dataset.image_size?"
+    ) in nested
+    cfg = copy.deepcopy(default_cfg)
+    cfg["counterfactual"]["pairs"][0]["step"] = -5
+    deep = schema_error(cfg, repo)
+    assert deep.startswith("config key counterfactual.pairs[0].step = -5: ")
+    assert "allowed: an integer >= 0 or null" in deep
+    cfg = copy.deepcopy(default_cfg)
+    cfg["subsets"]["alpha"] = 2
+    bounded = schema_error(cfg, repo)
+    assert "config key subsets.alpha = 2: is greater than or equal to the maximum of 1" in bounded
+    assert "allowed: a number in (0, 1)" in bounded
+    for message in (typo, enum, nested, deep, bounded):
+        assert len(message.splitlines()) <= 3, message
+        assert "$schema" not in message and "split_seed: 0" not in message, message
+
+
+def test_snakemake_prints_the_schema_error_alone(tmp_path: Path, run_snakemake) -> None:
+    """The top-level typo through Snakemake: the cause, the allowed keys, and a handful of
+    lines around them, not the schema and config (2,700 lines before)."""
+    overlay = tmp_path / "typo.yaml"
+    overlay.write_text("atribution:\n  proj_dim: 64\n")
+    proc = run_snakemake("-n", "--configfile", str(overlay))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "unknown config key atribution (at the top level); did you mean attribution?" in output
+    assert len(output.splitlines()) < 12, output
+    assert "Failed validating" not in output and "On instance" not in output
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("nowhere", "dataset.path = '{path}': no such folder"),
+        (
+            "empty",
+            "dataset.path = '{path}': no PNG or JPEG images (.png, .jpg, .jpeg) in the "
+            "folder or below it",
+        ),  # fmt: skip
+    ],
+)
+def test_image_folder_path_is_checked_before_the_dag(
+    tmp_path: Path, default_cfg, run_snakemake, folder: str, message: str
+) -> None:
+    """A missing folder or one without images stops the run naming dataset.path, before the
+    DAG is built (before: a MissingInputException naming only the path, or a dry run that
+    passed and a prepare_data job that failed)."""
+    path = tmp_path / folder
+    if folder == "empty":
+        path.mkdir()
+        (path / "notes.txt").write_text("no images here")
+    cfg = copy.deepcopy(default_cfg)
+    cfg["dataset"] = {"name": "mine", "source": "image_folder", "path": str(path),
+                      "image_size": 16, "split_seed": 0, "channels": 1}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert message.format(path=path) in str(err.value)
+    proc = run_snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message.format(path=path) in output, output
+    assert "Building DAG" not in output and "MissingInputException" not in output, output
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "sub").mkdir()
+    (tmp_path / "images" / "sub" / "a.PNG").write_bytes(b"")  # found below the folder
+    cfg["dataset"]["path"] = str(tmp_path / "images")
+    check_config(cfg)
+
+
+def test_missing_pipeline_names_its_real_hub_id(monkeypatch, tmp_path: Path) -> None:
+    """config/sd.yaml's pipeline.path is a local folder of SD v1.5: the message says how to
+    fetch it from its hub id (it suggested the folder's path as a hub id before)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty
+    with pytest.raises(ConfigError) as err:
+        cached_folder("pretrained/stable-diffusion-v1-5", "pipeline.path")
+    assert (
+        "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
+        "--local-dir pretrained/stable-diffusion-v1-5"
+    ) in str(err.value)
+    assert "download pretrained/" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        cached_folder("someone/their-model", "pipeline.path")
+    assert (
+        "huggingface-cli download someone/their-model --local-dir pretrained/their-model, "
+        "then set pipeline.path: pretrained/their-model"
+    ) in str(err.value)
+
+
+def test_sd_config_without_its_snapshot_says_how_to_fetch_it(run_snakemake) -> None:
+    proc = run_snakemake("-n", "--configfile", "config/sd.yaml")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5" in output
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["config/ci_t2i.yaml"], "config/digits_t2i.yaml, config/ci.yaml"),
+        (["config/ci.yaml", "config/ci_t2i.yaml"], "config/digits_t2i.yaml, config/ci.yaml"),
+        (["config/ci_sd.yaml"], "config/digits_sd.yaml, config/ci.yaml, config/ci_t2i.yaml"),
+        (
+            ["config/ci_t2i.yaml", "config/digits_t2i.yaml", "config/ci.yaml"],
+            "config/digits_t2i.yaml, config/ci.yaml",
+        ),  # fmt: skip
+    ],
+)
+def test_partial_overlays_refuse_to_run_alone(
+    repo: Path, monkeypatch, given: list[str], named: str
+) -> None:
+    monkeypatch.chdir(repo)
+    with pytest.raises(ConfigError) as err:
+        check_stacking(given)
+    assert f"is a partial overlay (its stack_on): it runs only on top of {named}" in str(err.value)
+    assert "snakemake --configfile " in str(err.value)
+
+
+def test_partial_overlays_run_on_their_stack(repo: Path, monkeypatch) -> None:
+    monkeypatch.chdir(repo)
+    check_stacking(["config/digits_t2i.yaml", "config/ci.yaml", "config/ci_t2i.yaml"])
+    check_stacking(
+        ["config/digits_sd.yaml", "config/ci.yaml", "config/ci_t2i.yaml", "config/ci_sd.yaml"]
+    )
+    check_stacking(["config/ci.yaml"])
+    check_stacking([])
+
+
+def test_snakemake_refuses_a_partial_overlay_alone(run_snakemake) -> None:
+    """ci_t2i.yaml alone dry-ran "successfully" as the plain pixel DAG before."""
+    proc = run_snakemake("-n", "--configfile", "config/ci_t2i.yaml")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (
+        "config/ci_t2i.yaml is a partial overlay (its stack_on): it runs only on top of "
+        "config/digits_t2i.yaml, config/ci.yaml" in output
+    ), output
+    assert "Job stats" not in output
+
+
+def test_use_conda_without_conda_says_how_to_get_it() -> None:
+    from stepattr.workflow.deployment import conda_missing
+
+    message = conda_missing(True, "no-such-conda-frontend")
+    assert message is not None and "Miniforge" in message and "conda-forge.org" in message
+    assert "without --use-conda" in message
+    assert conda_missing(False, "no-such-conda-frontend") is None

@@ -11,15 +11,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import torch
 import yaml
 
 from stepattr.core.diffusion import Schedule, build_unet, check_model_config
 from stepattr.core.lora import check_lora
+from stepattr.datasets.image_folder import EXTENSIONS as IMAGE_EXTENSIONS
 from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
-from stepattr.workflow.configs import ConfigError, load_config, model_side, resolve_pipeline
+from stepattr.workflow.configs import (
+    ConfigError,
+    load_config,
+    model_side,
+    resolve_pipeline,
+    validate_config,
+)
 from stepattr.workflow.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 
 
@@ -71,6 +77,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"dataset.{key} is required when dataset.source = {dataset['source']}"
             )
+    if dataset["source"] == "image_folder":
+        check_image_folder(dataset["path"])
     check_attribution(cfg)
     try:
         check_figures_config(cfg)
@@ -86,6 +94,23 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"counterfactual.pairs[{i}].step = {pair['step']} is not in sampling.grid"
             )
+
+
+def check_image_folder(path: str) -> None:
+    """``dataset.path`` is a folder holding at least one PNG or JPEG (searched recursively, as
+    prepare_data reads it), so a wrong or empty folder stops the run before the DAG is built."""
+    folder = Path(path)
+    where = "" if folder.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+    if not folder.is_dir():
+        raise ConfigError(
+            f"dataset.path = {path!r}: no such folder{where}; set dataset.path to the folder "
+            "of your PNG/JPEG images"
+        )
+    if not any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*")):
+        raise ConfigError(
+            f"dataset.path = {path!r}: no PNG or JPEG images ({', '.join(IMAGE_EXTENSIONS)}) "
+            f"in the folder or below it{where}"
+        )
 
 
 def unet_inputs(cfg: Mapping[str, Any]) -> tuple[int, int | None]:
@@ -167,10 +192,9 @@ def validate_file(config_path: str | Path, schema_path: str | Path) -> dict[str,
     cfg = load_config([config_path], default=Path(schema_path).parent / "config.yaml")
     schema = yaml.safe_load(Path(schema_path).read_text())
     try:
-        jsonschema.validate(cfg, schema)
-    except jsonschema.ValidationError as err:
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{config_path}: {key}: {err.message}") from err
+        validate_config(cfg, schema)  # what the workflow runs: the same few lines
+    except ConfigError as err:
+        raise ConfigError(f"{config_path}: {err}") from err
     resolve_pipeline(cfg)
     check_config(cfg)
     return cfg
