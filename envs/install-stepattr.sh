@@ -8,6 +8,10 @@
 # when set, else the nearest folder at or above the working directory whose pyproject.toml
 # names the project "stepattr".
 #
+# In the env that has torch (envs/torch.yaml) it then runs install-fast-jl.sh: MadryLab's fast_jl
+# kernels for the `auto` projector where the machine has nvcc and the env a CUDA torch; where
+# not, that script records why in the env (the featurize jobs quote it when they fall back).
+#
 # The package goes in editable and without dependencies (the env file provides them; pip and
 # setuptools come from the env, so nothing is fetched). An env shared between checkouts via
 # --conda-prefix imports stepattr from the checkout that created it.
@@ -33,3 +37,7 @@ fi
 "${CONDA_PREFIX:?post-deploy must run inside the conda env}/bin/python" -m pip install \
     --no-deps --no-build-isolation --no-input --disable-pip-version-check -e "$root"
 "$CONDA_PREFIX/bin/python" -c "import stepattr; print('stepattr', stepattr.__version__, 'from', stepattr.__file__)"
+if "$CONDA_PREFIX/bin/python" -c "import torch" >/dev/null 2>&1; then
+    bash "$root/envs/install-fast-jl.sh" ||
+        echo "post-deploy: install-fast-jl.sh failed (exit $?); the torch projector is used" >&2
+fi

@@ -302,24 +302,30 @@ def test_scripted_rule_env_provides_its_imports(rule: Rule) -> None:
 # ----------------------------------------------------------------------------- post-deploy
 
 
-def fake_prefix(tmp_path: Path) -> Path:
-    """A stand-in env whose python records its arguments instead of installing."""
+def fake_prefix(tmp_path: Path, torch: bool = True) -> Path:
+    """A stand-in env whose python records its arguments instead of installing; without
+    ``torch``, ``import torch`` fails in it (the data and figures envs)."""
     prefix = tmp_path / "env"
     (prefix / "bin").mkdir(parents=True, exist_ok=True)
     python = prefix / "bin" / "python"
-    python.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/calls.txt"\n')
+    python.write_text(
+        f'#!/bin/sh\necho "$@" >> "{tmp_path}/calls.txt"\n'
+        f'case "$*" in *"import torch"*) exit {0 if torch else 1};; esac\n'
+    )
     python.chmod(0o755)
     return prefix
 
 
-def run_post_deploy(tmp_path: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def run_post_deploy(
+    tmp_path: Path, cwd: Path, torch: bool = True, **env: str
+) -> subprocess.CompletedProcess:
     script = REPO / "envs" / "install-stepattr.sh"
     shebang = script.read_text().splitlines()[0]
     assert shebang.startswith("#!"), "post-deploy script needs a shebang (Snakemake reads it)"
     return subprocess.run(
         [*shebang[2:].split(), str(script)],  # as Snakemake runs it: interpreter from shebang
         cwd=cwd,
-        env={**os.environ, "CONDA_PREFIX": str(fake_prefix(tmp_path)), **env},
+        env={**os.environ, "CONDA_PREFIX": str(fake_prefix(tmp_path, torch)), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -350,3 +356,21 @@ def test_post_deploy_outside_the_repo(tmp_path: Path) -> None:
     proc = run_post_deploy(tmp_path, cwd=outside, STEPATTR_ROOT=str(REPO))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "calls.txt").read_text().splitlines()[0].endswith(f"-e {REPO}")
+
+
+def test_post_deploy_of_the_torch_env_runs_the_fast_jl_install(tmp_path: Path) -> None:
+    """In the env with torch, the post-deploy runs install-fast-jl.sh, which records in the env
+    why it installed nothing (Snakemake drops a post-deploy's output; the featurize jobs quote
+    the record when `auto` falls back to the torch projector on a GPU)."""
+    proc = run_post_deploy(tmp_path, cwd=REPO, NVCC="no-such-nvcc")
+    assert proc.returncode == 0, proc.stderr
+    assert "install-fast-jl: not installed: no no-such-nvcc on PATH" in proc.stdout
+    record = tmp_path / "env" / "etc" / "stepattr-fast-jl.txt"
+    assert record.read_text().startswith("not installed: no no-such-nvcc on PATH")
+
+
+def test_post_deploy_of_an_env_without_torch_skips_fast_jl(tmp_path: Path) -> None:
+    proc = run_post_deploy(tmp_path, cwd=REPO, torch=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "install-fast-jl" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "env" / "etc").exists()

@@ -135,6 +135,29 @@ def test_projection_seed_depends_on_model():
     assert 0 <= projection_seed(5, "full_3") < 2**31
 
 
+def test_auto_projector_says_why_it_is_not_fast_jl(monkeypatch, tmp_path) -> None:
+    """`auto` falls back to the torch projector on CPU, at a k fast_jl cannot take, or where
+    fast_jl does not import, quoting what the env's fast_jl install recorded."""
+    from stepattr.trak import projectors
+
+    assert projectors.auto_choice("cpu", 2048) == (False, "device cpu: fast_jl runs on CUDA only")
+    use, why = projectors.auto_choice("cuda", 1000)
+    assert not use and "proj_dim = 1000 is not a multiple of 512" in why
+    monkeypatch.setattr(projectors, "fast_jl_available", lambda: False)
+    record = tmp_path / "stepattr-fast-jl.txt"
+    monkeypatch.setattr(projectors, "FAST_JL_RECORD", record)
+    assert projectors.auto_choice("cuda", 2048)[1] == (
+        "fast_jl does not import (install it with envs/install-fast-jl.sh)"
+    )
+    record.write_text("not installed: no nvcc on PATH when the env was created\n")
+    assert projectors.auto_choice("cuda", 2048)[1] == (
+        "fast_jl does not import (the env's fast_jl install: not installed: no nvcc on PATH "
+        "when the env was created)"
+    )
+    monkeypatch.setattr(projectors, "fast_jl_available", lambda: True)
+    assert projectors.auto_choice("cuda", 2048)[0]
+
+
 def test_make_projector_auto_on_cpu_is_torch_rademacher():
     projector = make_projector("auto", 100, 16, 3, "cpu")
     assert projector.describe() == {
@@ -404,4 +427,8 @@ def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
     meta = load_json(out["meta.json"])
     assert meta["lambda"] == 0.5 and meta["grid"] == [500, 0]
     assert meta["models"][0]["featurizer"]["projector"] == "torch_rademacher"
+    record = load_json(feats / "train.json")  # the projector that ran, asked for and why
+    assert record["featurizer"]["projector"] == "torch_rademacher"
+    assert record["projector_requested"] == "auto"
+    assert record["projector_choice"] == "device cpu: fast_jl runs on CUDA only"
     assert open(out["index.csv"]).read().splitlines()[1] == "0,generated,0,-1"

@@ -32,7 +32,7 @@ from stepattr.trak.features import (
     target_features,
     train_features,
 )
-from stepattr.trak.projectors import projection_seed
+from stepattr.trak.projectors import auto_choice, projection_seed
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import (
     gather_shards,
@@ -69,10 +69,13 @@ def load_featurizer(
     info = {
         "model_id": model_id,
         "model_sha256": sha256_file(model_dir / "model.safetensors"),
-        "featurizer": featurizer.describe(),
+        "featurizer": featurizer.describe(),  # its "projector": the one that ran
+        "projector_requested": projector,
         "draw_seed": int(attribution["seed"]),
         "device": str(next(model.parameters()).device),
     }
+    if projector == "auto":  # which projector auto chose, and why (outside the identity keys)
+        info["projector_choice"] = auto_choice(info["device"], int(attribution["proj_dim"]))[1]
     log.info("featurizer %s on %s", info["featurizer"], info["device"])
     return featurizer, schedule.num_train_timesteps, info
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -149,6 +151,29 @@ def fast_jl_available() -> bool:
     return True
 
 
+#: where envs/install-fast-jl.sh records, inside a conda env, what it installed or why not
+FAST_JL_RECORD = Path(sys.prefix) / "etc" / "stepattr-fast-jl.txt"
+
+
+def auto_choice(device: str | torch.device, dim: int) -> tuple[bool, str]:
+    """Whether ``attribution.projector: auto`` uses fast_jl on ``device`` at k = ``dim``, and
+    why (or why not): the device, k, or fast_jl not importing (with what the env's fast_jl
+    install recorded, where it ran)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False, f"device {device.type}: fast_jl runs on CUDA only"
+    if dim % FAST_JL_MULTIPLE:
+        return False, f"attribution.proj_dim = {dim} is not a multiple of {FAST_JL_MULTIPLE}"
+    if not fast_jl_available():
+        why = "fast_jl does not import"
+        if FAST_JL_RECORD.is_file():
+            why += f" (the env's fast_jl install: {FAST_JL_RECORD.read_text().strip()})"
+        else:
+            why += " (install it with envs/install-fast-jl.sh)"
+        return False, why
+    return True, "CUDA, fast_jl imports and proj_dim is a multiple of 512"
+
+
 class FastJLProjector:
     """fast_jl's fused CUDA projection (inputs are rounded to fp16 inside the kernel)."""
 
@@ -202,8 +227,11 @@ def make_projector(
     """
     device = torch.device(device)
     if name == "auto":
-        if device.type == "cuda" and dim % FAST_JL_MULTIPLE == 0 and fast_jl_available():
+        use_fast_jl, why = auto_choice(device, dim)
+        if use_fast_jl:
             return FastJLProjector(num_params, dim, "rademacher", seed, device)
+        if device.type == "cuda":  # the GPU run the user expects fast_jl in: say why not
+            log.warning("projector auto: the torch Rademacher projector, not fast_jl: %s", why)
         return TorchProjector(num_params, dim, "rademacher", seed, device)
     if name in PROJECTION_KINDS:
         return TorchProjector(num_params, dim, name, seed, device)
