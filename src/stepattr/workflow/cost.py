@@ -291,15 +291,28 @@ def markdown(rows: list[dict], device: str, configfile: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the cost table of a config (runs ``snakemake -n`` in the working directory)."""
-    from stepattr.workflow.configs import load_config
+    import yaml
+
+    from stepattr.workflow.configs import load_config, merge
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--configfile", required=True)
     parser.add_argument("--device", choices=sorted(THROUGHPUT), default="cuda")
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="values passed on to snakemake --config (e.g. a pipeline folder for config/sd.yaml)",
+    )
     args = parser.parse_args(argv)
     cfg = load_config([args.configfile])
+    for item in args.config:  # as Snakemake reads them: a top-level key, a YAML value
+        key, _, value = item.partition("=")
+        cfg = merge(cfg, {key: yaml.safe_load(value)})
+    extra = ["--config", *args.config] if args.config else []
     try:
-        listing = dry_run(["--configfile", args.configfile])
+        listing = dry_run(["--configfile", args.configfile, *extra])
     except RuntimeError as err:
         sys.stderr.write(f"{err}\n")
         return 1
