@@ -25,6 +25,7 @@ include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
 include: "rules/pipeline.smk"
+include: "rules/explorer.smk"
 
 
 rule all:

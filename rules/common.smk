@@ -136,6 +136,7 @@ def all_outputs():
         + lds_outputs()
         + counterfactual_outputs()
         + figures_outputs()
+        + explorer_outputs()
     )
 
 
@@ -143,8 +144,8 @@ def text_to_image_outputs():
     """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
     targets, TRAK scores, the LDS tables and figure, the feature transitions (where the
-    images have classes to detect), the influencer figures, and its parts saved as one
-    StableDiffusionPipeline folder."""
+    images have classes to detect), the influencer figures, the explorer page, and its parts
+    saved as one StableDiffusionPipeline folder."""
     prompts = [f"{TABLES}/prompt_following.md", f"{FIGURES}/prompts.png"]
     targets = target_files() + [f"{TARGETS}/generated.png"]
     return (
@@ -158,6 +159,7 @@ def text_to_image_outputs():
         + lds_outputs()
         + (classifier_outputs() if DATASET_SOURCES[config["dataset"]["source"]]["classes"] else [])
         + figures_outputs()
+        + explorer_outputs()
         + pipeline_outputs()
     )
 
