@@ -17,7 +17,6 @@ def conda_missing(use_conda: bool, frontend: str = "conda") -> str | None:
         return None
     return (
         f"--use-conda needs `{frontend}` on PATH, and there is none. Install Miniforge "
-        f"({MINIFORGE}: bash Miniforge3-$(uname)-$(uname -m).sh -b -p ~/miniforge3, then "
-        "~/miniforge3/bin/conda init and a new shell), or run without --use-conda: the venv "
-        "of the Quickstart has every package the rules need"
+        f'({MINIFORGE}; the README\'s "Conda envs" section has the two commands), or run '
+        "without --use-conda: the venv of the Quickstart has every package the rules need"
     )
