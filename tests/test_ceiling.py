@@ -89,3 +89,44 @@ def test_outputs_by_seed_keep_each_seed_and_their_mean_is_the_ground_truth(tmp_p
     assert np.array_equal(dtrak[:, 0, 1], arrays["subset_0_s1"][1])
     _, f_mean, d_mean = load_subset_outputs(paths, ids)
     assert np.array_equal(f_mean, f.mean(axis=-1)) and np.array_equal(d_mean, dtrak.mean(-1))
+
+
+def test_regime_row_reads_a_screen_run_back(tmp_path):
+    """stepattr.lds.regimes: recipe from the files, the ceiling of the outputs, the cost."""
+    from stepattr.core.io import save_json
+    from stepattr.lds.regimes import regime_row, screen_targets
+
+    rng = np.random.default_rng(5)
+    run = tmp_path / "two_class"
+    outputs = seeded_outputs(rng, m=8, n_subsets=6, s=2, noise=0.0)  # no seed noise: ceiling 1
+    for j in range(6):
+        for k in range(2):
+            f = np.repeat(outputs[:, j, k, None], 3, axis=1)
+            path = run / "lds" / "outputs" / f"subset_{j}_s{k}.npz"
+            save_npz(path, f=f, dtrak=outputs[:, j, k], target_id=np.arange(8), grid=[900, 500, 0])
+    save_npz(
+        run / "data" / "digits" / "train.npz",
+        images=np.zeros((10, 1, 4, 4), np.uint8),
+        labels=np.arange(10) % 2,
+        class_names=np.array(["3", "5"]),
+    )
+    save_json(
+        run / "models" / "subset_0_s0" / "config.json",
+        {
+            "unet": {"block_out_channels": [16, 32]},
+            "info": {
+                "num_train_images": 5, "subset_size": 5, "steps": 40,
+                "train": {"batch_size": 5, "lr_schedule": "cosine"},
+            },
+        },
+    )  # fmt: skip
+    bench = run / "benchmarks" / "retrain" / "subset_0_s0.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tcpu_time\n100.0\t0:01:40\t80.0\n")
+    row = regime_row(run, n_boot=20)
+    assert row["regime"] == "two_class" and row["classes"] == 2 and row["n_train"] == 10
+    assert row["epochs"] == 20.0 and row["lr_schedule"] == "cosine" and row["channels"] == "16x32"
+    assert (row["subsets"], row["seeds"], row["targets"]) == (6, 2, 8)
+    assert row["ceiling_mean"] == pytest.approx(1.0) and row["ceiling_t500"] == pytest.approx(1)
+    assert row["subset_model_wall_s"] == 100.0 and row["subset_model_cpu_s"] == 80.0
+    assert len(screen_targets(str(run))) == 12

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stepattr.core.images import load_split
 from stepattr.core.io import save_csv
 from stepattr.lds.ground_truth import SUBSET_MODEL, load_subset_outputs_by_seed
 from stepattr.lds.metric import bootstrap_ceiling
@@ -47,9 +48,12 @@ def recipe(outdir: Path) -> dict:
         raise FileNotFoundError(f"{outdir / 'models'}: no subset model to read the recipe from")
     model = json.loads(configs[0].read_text())
     info, unet = model["info"], model["unet"]
-    n_train = int(info["num_train_images"])
+    (split,) = (outdir / "data").glob("*/train.npz")
+    _, labels, classes = load_split(split)
+    n_train = len(labels)
     steps, batch = int(info["steps"]), int(info["train"]["batch_size"])
     return {
+        "classes": len(classes),
         "n_train": n_train,
         "subset_size": info["subset_size"],
         "steps": steps,
