@@ -10,6 +10,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
 
     python -m stepattr.lds.regimes results/regimes/* --out results/benchmarks/regimes.csv
     python -m stepattr.lds.regimes targets results/regimes/base   # the screen's output files
+    python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 8 0.1 1 10 100
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ import pandas as pd
 
 from stepattr.core.images import load_split
 from stepattr.core.io import save_csv
-from stepattr.lds.ground_truth import SUBSET_MODEL, load_subset_outputs_by_seed
-from stepattr.lds.metric import bootstrap_ceiling
+from stepattr.lds.ground_truth import (
+    load_subset_outputs,
+    load_subset_outputs_by_seed,
+    subset_row_seed,
+)
+from stepattr.lds.metric import bootstrap_ceiling, lds_per_target, mean_lds_over_steps
+from stepattr.training.subsets import load_masks
+from stepattr.trak.scores import trak_scores_multi
+from stepattr.trak.storage import load_method_features
 from stepattr.workflow.runtimes import read_benchmark
 
 SCREEN_SUBSETS, SCREEN_SEEDS = 6, 2  # config/regimes/screen.yaml
@@ -39,6 +47,23 @@ def screen_targets(
     return [
         f"{outdir}/lds/outputs/subset_{j}_s{s}.npz" for j in range(subsets) for s in range(seeds)
     ]
+
+
+def output_files(outdir: Path, all_seeds: bool = False) -> list[Path]:
+    """A run's subset-output files: of the seeds that every subset row has (a screen's second
+    seed on a few rows left out where the other rows have one), or with ``all_seeds`` the rows
+    that have every seed any row has (the ceiling's: a full run grown from a screen)."""
+    seeds: dict[int, dict[int, Path]] = {}
+    for path in sorted((outdir / "lds" / "outputs").glob("subset_*_s*.npz")):
+        row, seed = subset_row_seed(path.stem)
+        seeds.setdefault(row, {})[seed] = path
+    if not seeds:
+        raise FileNotFoundError(f"{outdir / 'lds' / 'outputs'}: no subset outputs")
+    if all_seeds:
+        every = set.union(*(set(s) for s in seeds.values()))
+        return [p for row in sorted(seeds) if set(seeds[row]) == every for p in seeds[row].values()]
+    common = set.intersection(*(set(s) for s in seeds.values()))
+    return [seeds[row][s] for row in sorted(seeds) for s in sorted(common)]
 
 
 def recipe(outdir: Path) -> dict:
@@ -77,9 +102,8 @@ def regime_row(outdir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
     """One regime's screen: recipe, ceiling per step (mean over steps, mean CI half-width,
     steps whose CI excludes 0, each step's value) and on D-TRAK's protocol, cost."""
     outdir = Path(outdir)
-    paths = sorted((outdir / "lds" / "outputs").glob("subset_*_s*.npz"))
-    ids = [p.stem for p in paths if SUBSET_MODEL.fullmatch(p.stem)]
-    rows, f, dtrak = load_subset_outputs_by_seed(paths, ids)
+    paths = output_files(outdir, all_seeds=True)
+    rows, f, dtrak = load_subset_outputs_by_seed(paths, [p.stem for p in paths])
     with np.load(paths[0]) as data:
         grid = data["grid"].tolist()
     per_step = [bootstrap_ceiling(f[:, g], n_boot, seed) for g in range(f.shape[1])]
@@ -102,6 +126,40 @@ def regime_row(outdir: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
     }
 
 
+def lambda_curves(
+    outdir: str | Path,
+    method: str,
+    lambdas: Sequence[float],
+    heldout_rows: int,
+    target_sets: Sequence[str] = ("generated", "validation"),
+) -> pd.DataFrame:
+    """A TRAK method's LDS against lambda on both protocols (per step: mean over steps; D-TRAK:
+    step-averaged scores against the whole loss), on the held-out subsets (the last
+    ``heldout_rows`` subset rows: they alone may choose lambda) and, as a diagnostic only, on
+    the scored ones. Shows whether a choice is stable and whether the protocols want the
+    same lambda."""
+    outdir = Path(outdir)
+    features = outdir / "features" / method
+    models = sorted(p.name for p in features.glob("full_*"))
+    train, target, _ = load_method_features(
+        [features / mid / "train.npy" for mid in models],
+        [features / mid / f"{name}.npy" for mid in models for name in target_sets],
+    )
+    paths = output_files(outdir)
+    rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
+    masks = load_masks(outdir / "subsets" / "masks.npy", rows)
+    heldout = rows >= rows.max() + 1 - heldout_rows
+    all_scores = trak_scores_multi(train, target, [float(lam) for lam in lambdas])
+    out = []
+    for lam, scores in zip(lambdas, all_scores, strict=True):
+        whole = scores.mean(axis=1)
+        for part, keep in (("heldout", heldout), ("scored", ~heldout)):
+            step = mean_lds_over_steps(scores, masks[keep], f[..., keep])
+            loss = np.nanmean(lds_per_target(whole, masks[keep], dtrak[..., keep]))
+            out.append({"lambda": lam, "subsets": part, "per_step": step, "dtrak": loss})
+    return pd.DataFrame(out)
+
+
 def regime_table(outdirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame([regime_row(d, n_boot, seed) for d in outdirs])
 
@@ -110,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["targets"]:
         print(" ".join(screen_targets(argv[1].rstrip("/"))))
+        return
+    if argv[:1] == ["lambdas"]:  # lambdas <outdir> <method> <heldout rows> <lambda> ...
+        outdir, method, heldout, *lams = argv[1:]
+        curves = lambda_curves(outdir, method, [float(v) for v in lams], int(heldout))
+        print(curves.pivot(index="lambda", columns="subsets").round(3).to_string())
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdirs", nargs="+", help="screen runs (config/regimes/<regime>.yaml)")
