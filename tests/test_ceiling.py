@@ -94,7 +94,7 @@ def test_outputs_by_seed_keep_each_seed_and_their_mean_is_the_ground_truth(tmp_p
 def test_regime_row_reads_a_screen_run_back(tmp_path):
     """stepattr.lds.regimes: recipe from the files, the ceiling of the outputs, the cost."""
     from stepattr.core.io import save_json
-    from stepattr.lds.regimes import regime_row, screen_targets
+    from stepattr.lds.regimes import markdown, regime_row, screen_targets
 
     rng = np.random.default_rng(5)
     run = tmp_path / "two_class"
@@ -130,3 +130,6 @@ def test_regime_row_reads_a_screen_run_back(tmp_path):
     assert row["ceiling_mean"] == pytest.approx(1.0) and row["ceiling_t500"] == pytest.approx(1)
     assert row["subset_model_wall_s"] == 100.0 and row["subset_model_cpu_s"] == 80.0
     assert len(screen_targets(str(run))) == 12
+    assert "| two_class | 2 | 10 | 20.0 | cosine | 16x32 | 6 x 2 | 1.00 |" in markdown(
+        pd.DataFrame([row])
+    )

@@ -189,7 +189,7 @@ def test_config_takes_parts_and_schedule_from_the_pipeline(repo, pipeline_dir):
 def test_bad_pipeline_folders_are_named(repo, pipeline_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"pipeline.path = '.*nowhere': no such folder"):
         resolve_pipeline(sd_config(repo, tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=r"neither a folder nor a hub id in the local cache"):
+    with pytest.raises(ConfigError, match=r"no such folder, and no hub id .* in the local Hugging"):
         resolve_pipeline(sd_config(repo, "no-such-owner/no-such-model"))
     broken = shutil.copytree(pipeline_dir, tmp_path / "broken")
     shutil.rmtree(broken / "text_encoder")

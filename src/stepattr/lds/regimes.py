@@ -10,7 +10,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
 
     python -m stepattr.lds.regimes results/regimes/* --out results/benchmarks/regimes.csv
     python -m stepattr.lds.regimes targets results/regimes/base   # the screen's output files
-    python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 8 0.1 1 10 100
+    python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
 """
 
 from __future__ import annotations
@@ -130,14 +130,16 @@ def lambda_curves(
     outdir: str | Path,
     method: str,
     lambdas: Sequence[float],
-    heldout_rows: int,
+    scored_rows: int,
     target_sets: Sequence[str] = ("generated", "validation"),
+    baselines: Sequence[str] = ("pixel", "embedding"),
 ) -> pd.DataFrame:
     """A TRAK method's LDS against lambda on both protocols (per step: mean over steps; D-TRAK:
-    step-averaged scores against the whole loss), on the held-out subsets (the last
-    ``heldout_rows`` subset rows: they alone may choose lambda) and, as a diagnostic only, on
-    the scored ones. Shows whether a choice is stable and whether the protocols want the
-    same lambda."""
+    step-averaged scores against the whole loss), on the held-out subsets (rows from
+    ``scored_rows`` on: they alone may choose lambda) and, as a diagnostic only, on the scored
+    ones; the run's ``baselines`` beside it (lambda NaN). Reads the subset outputs there are,
+    so it also reads a run still in progress. Shows whether a choice is stable and whether the
+    protocols want the same lambda."""
     outdir = Path(outdir)
     features = outdir / "features" / method
     models = sorted(p.name for p in features.glob("full_*"))
@@ -148,15 +150,24 @@ def lambda_curves(
     paths = output_files(outdir)
     rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
     masks = load_masks(outdir / "subsets" / "masks.npy", rows)
-    heldout = rows >= rows.max() + 1 - heldout_rows
-    all_scores = trak_scores_multi(train, target, [float(lam) for lam in lambdas])
+    heldout = rows >= scored_rows
+    all_scores = list(trak_scores_multi(train, target, [float(lam) for lam in lambdas]))
+    named = [(method, float(lam)) for lam in lambdas]
+    for name in baselines:
+        path = outdir / "scores" / name / "scores.npy"
+        if path.exists():
+            all_scores.append(np.load(path, mmap_mode="r"))
+            named.append((name, float("nan")))
     out = []
-    for lam, scores in zip(lambdas, all_scores, strict=True):
+    for (name, lam), scores in zip(named, all_scores, strict=True):
         whole = scores.mean(axis=1)
         for part, keep in (("heldout", heldout), ("scored", ~heldout)):
             step = mean_lds_over_steps(scores, masks[keep], f[..., keep])
             loss = np.nanmean(lds_per_target(whole, masks[keep], dtrak[..., keep]))
-            out.append({"lambda": lam, "subsets": part, "per_step": step, "dtrak": loss})
+            out.append(
+                {"method": name, "lambda": lam, "subsets": f"{part} ({int(keep.sum())})",
+                 "per_step": step, "dtrak": loss}
+            )  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -164,25 +175,65 @@ def regime_table(outdirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 
     return pd.DataFrame([regime_row(d, n_boot, seed) for d in outdirs])
 
 
+MARKDOWN_COLUMNS = {
+    "regime": "regime",
+    "classes": "classes",
+    "n_train": "train images",
+    "epochs": "epochs",
+    "lr_schedule": "lr",
+    "channels": "channels",
+    "subsets": "subsets x seeds",
+    "ceiling_mean": "ceiling, mean over steps",
+    "ceiling_half_width": "CI half-width",
+    "ceiling_steps_above_0": "steps CI > 0",
+    "ceiling_dtrak": "ceiling, D-TRAK protocol",
+    "subset_model_cpu_s": "CPU-s per subset model",
+}
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The screen table's main columns as Markdown (docs/regimes.md)."""
+    lines = [
+        "| " + " | ".join(MARKDOWN_COLUMNS.values()) + " |",
+        "|---|" + "---:|" * (len(MARKDOWN_COLUMNS) - 1),
+    ]
+    for _, row in table.iterrows():
+        cells = {k: row[k] for k in MARKDOWN_COLUMNS}
+        cells["subsets"] = f"{row['subsets']} x {row['seeds']}"
+        cells["ceiling_dtrak"] = f"{row['ceiling_dtrak']:.2f} {row['ceiling_dtrak_ci']}"
+        for key in ("ceiling_mean", "ceiling_half_width"):
+            cells[key] = f"{row[key]:.2f}"
+        cells["subset_model_cpu_s"] = f"{row['subset_model_cpu_s']:.0f}"
+        lines.append("| " + " | ".join(str(v) for v in cells.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["targets"]:
         print(" ".join(screen_targets(argv[1].rstrip("/"))))
         return
-    if argv[:1] == ["lambdas"]:  # lambdas <outdir> <method> <heldout rows> <lambda> ...
-        outdir, method, heldout, *lams = argv[1:]
-        curves = lambda_curves(outdir, method, [float(v) for v in lams], int(heldout))
-        print(curves.pivot(index="lambda", columns="subsets").round(3).to_string())
+    if argv[:1] == ["lambdas"]:  # lambdas <outdir> <method> <scored rows> <lambda> ...
+        outdir, method, scored, *lams = argv[1:]
+        curves = lambda_curves(outdir, method, [float(v) for v in lams], int(scored))
+        table = curves.pivot(
+            index=["method", "lambda"], columns="subsets", values=["per_step", "dtrak"]
+        )
+        print(table.round(3).to_string())
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdirs", nargs="+", help="screen runs (config/regimes/<regime>.yaml)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the table here (CSV)")
+    parser.add_argument("--markdown", action="store_true", help="print docs/regimes.md's table")
     args = parser.parse_args(argv)
     table = regime_table(args.outdirs, args.bootstrap, args.seed)
     if args.out:
         save_csv(args.out, table)
+    if args.markdown:
+        print(markdown(table), end="")
+        return
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(table.round(3).to_string(index=False))
 
