@@ -57,7 +57,7 @@ def test_ceiling_is_one_without_seed_noise_and_needs_two_seeds():
         seed_agreement(outputs[..., :1])
 
 
-def test_ceiling_rows_and_markdown_share(tmp_path):
+def test_ceiling_rows_and_markdown_share():
     rng = np.random.default_rng(3)
     m, g, n_subsets, s = 6, 2, 10, 2
     f = rng.standard_normal((m, g, n_subsets, 1)) + 0.3 * rng.standard_normal((m, g, n_subsets, s))
@@ -129,7 +129,12 @@ def test_regime_row_reads_a_screen_run_back(tmp_path):
     assert (row["subsets"], row["seeds"], row["targets"]) == (6, 2, 8)
     assert row["ceiling_mean"] == pytest.approx(1.0) and row["ceiling_t500"] == pytest.approx(1)
     assert row["subset_model_wall_s"] == 100.0 and row["subset_model_cpu_s"] == 80.0
-    assert len(screen_targets(str(run))) == 12
+    screen = tmp_path / "screen.yaml"
+    screen.write_text("subsets: {count: 3, heldout: 0, seeds: 2}\n")
+    assert screen_targets("out", screen) == [
+        f"out/lds/outputs/subset_{j}_s{k}.npz" for j in range(3) for k in range(2)
+    ]
+    assert len(screen_targets("out")) == 12  # config/regimes/screen.yaml: 6 subsets x 2 seeds
     assert "| two_class | 2 | 10 | 20.0 | cosine | 16x32 | 6 x 2 | 1.00 |" in markdown(
         pd.DataFrame([row])
     )

@@ -37,15 +37,19 @@ from stepattr.trak.scores import trak_scores_multi
 from stepattr.trak.storage import load_method_features
 from stepattr.workflow.runtimes import read_benchmark
 
-SCREEN_SUBSETS, SCREEN_SEEDS = 6, 2  # config/regimes/screen.yaml
+SCREEN_CONFIG = "config/regimes/screen.yaml"  # from the repository root, where Snakemake runs
 
 
-def screen_targets(
-    outdir: str, subsets: int = SCREEN_SUBSETS, seeds: int = SCREEN_SEEDS
-) -> list[str]:
-    """The output files a screen needs: every (subset, seed) model's f_t and D-TRAK loss."""
+def screen_targets(outdir: str, screen_config: str | Path = SCREEN_CONFIG) -> list[str]:
+    """The output files a screen needs: every (subset, seed) model's f_t and D-TRAK loss, for
+    the subsets and seeds that ``screen_config`` (the overlay the screen runs) sets."""
+    import yaml
+
+    subsets = yaml.safe_load(Path(screen_config).read_text())["subsets"]
     return [
-        f"{outdir}/lds/outputs/subset_{j}_s{s}.npz" for j in range(subsets) for s in range(seeds)
+        f"{outdir}/lds/outputs/subset_{j}_s{s}.npz"
+        for j in range(subsets["count"])
+        for s in range(subsets["seeds"])
     ]
 
 
