@@ -175,6 +175,12 @@ def score_files(method):
     return {name: f"{SCORES}/{method}/{name}.{ext}" for name, ext in SCORE_PARTS}
 
 
+def method_score_files(method):
+    """A method of the LDS tables: its score directory and whole_loss.npy, its scores for
+    D-TRAK's whole-loss protocol (stepattr.trak.storage)."""
+    return score_files(method) | {"whole_loss": f"{SCORES}/{method}/whole_loss.npy"}
+
+
 def loss_method():
     """TRAK with the loss output function of attribution.projector: the scores that graddot,
     the counterfactual removals, feature attribution and the figures read by default."""
@@ -303,10 +309,12 @@ def method_features(method):
     models = full_model_ids()
     train = [f"{FEATURES}/{method}/{m}/train.npy" for m in models]
     target = [f"{FEATURES}/{method}/{m}/{s}.npy" for m in models for s in TARGET_SETS]
+    whole = [f.removesuffix(".npy") + "_whole_loss.npy" for f in target]
     return {
         "train_features": train,
         "target_features": target,
-        "infos": [f.removesuffix(".npy") + ".json" for f in train + target],
+        "whole_loss_features": whole,
+        "infos": [f.removesuffix(".npy") + ".json" for f in train + target + whole],
     }
 
 

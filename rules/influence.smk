@@ -46,6 +46,7 @@ rule influence_model_scores:
     output:
         scores=f"{INFLUENCE}/{{output_function}}/{{model_id}}/scores.npy",
         info=f"{INFLUENCE}/{{output_function}}/{{model_id}}/scores.json",
+        whole_loss=f"{INFLUENCE}/{{output_function}}/{{model_id}}/whole_loss.npy",
     wildcard_constraints:
         output_function="loss|square_norm",
         model_id=r"full_\d+",
@@ -73,7 +74,7 @@ rule influence_scores:
     input:
         unpack(influence_score_inputs),
     output:
-        **score_files("{method}"),
+        **method_score_files("{method}"),
     wildcard_constraints:
         method="|".join(influence_methods()) or "no_influence_method",
     log:

@@ -67,7 +67,7 @@ rule baseline_scores:
     input:
         unpack(baseline_inputs),
     output:
-        **score_files("{baseline}"),
+        **method_score_files("{baseline}"),
     wildcard_constraints:
         baseline="|".join(b for b in BASELINES if b != "embedding"),
     log:
@@ -95,7 +95,7 @@ rule embedding_scores:
         train=f"{DATA}/train.npz",
         classifier=[f"{OUT}/classifier/model.safetensors", f"{OUT}/classifier/config.json"],
     output:
-        **score_files("embedding"),
+        **method_score_files("embedding"),
     log:
         f"{LOGS}/baseline_scores/embedding.log",
     benchmark:

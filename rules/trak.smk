@@ -70,6 +70,8 @@ rule featurize_targets:
     output:
         features=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}.npy",
         info=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}.json",
+        whole_loss=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}_whole_loss.npy",
+        whole_loss_info=f"{FEATURES}/{{method}}/{{model_id}}/{{target_set}}_whole_loss.json",
     wildcard_constraints:
         method="|".join(attribution_methods()),
         model_id=r"full_\d+",
@@ -97,7 +99,7 @@ rule score:
     input:
         unpack(score_inputs),
     output:
-        **score_files("{method}"),
+        **method_score_files("{method}"),
     wildcard_constraints:
         method="|".join(attribution_methods()),
     log:

@@ -267,18 +267,23 @@ def test_damping_is_chosen_on_held_out_subsets_and_scores_averaged_over_models(t
         save_npz(path, f=f, dtrak=f.mean(1), target_id=np.arange(m), grid=np.array([900, 0]))
         outputs.append(path)
     combos = [("ekfac", 0.1), ("ekfac", 1.0), ("kfac", 0.1), ("kfac", 1.0)]
-    raws = []
+    raws = {"scores": [], "whole_loss": []}
     for i, scale in enumerate((1.0, 3.0)):
         raw = np.stack([truth, -truth, truth, -truth]).astype(np.float32) * scale
         path = tmp_path / f"full_{i}.npy"
         save_npy(path, raw)
+        # whole loss: the larger damping predicts it (the protocols choose apart)
+        whole = np.stack([-truth, truth, -truth, truth]).mean(axis=2).astype(np.float32) * scale
+        save_npy(tmp_path / f"full_{i}_whole_loss.npy", whole)
+        raws["whole_loss"].append(tmp_path / f"full_{i}_whole_loss.npy")
         save_json(path.with_suffix(".json"), {
             "model_id": f"full_{i}", "model_sha256": "a", "factors_sha256": "b",
             "output_function": "loss", "target_id": list(range(m)),
             "combos": [{"variant": v, "damping": d} for v, d in combos],
         })  # fmt: skip
-        raws.append(path)
+        raws["scores"].append(path)
     out = {name: tmp_path / "ekfac" / f"{name}.{ext}" for name, ext in SCORE_PARTS}
+    out["whole_loss"] = tmp_path / "ekfac" / "whole_loss.npy"
     influence = {"methods": ["ekfac", "kfac"], "dampings": [0.1, 1.0]}
     targets = write_targets(tmp_path)
     method_scores(
@@ -290,6 +295,9 @@ def test_damping_is_chosen_on_held_out_subsets_and_scores_averaged_over_models(t
     np.testing.assert_allclose(scores, 2.0 * truth, rtol=1e-5)
     lds = {r["damping"]: r["lds"] for r in meta["damping_record"]["heldout_lds"]}
     assert lds[0.1] == pytest.approx(1.0) and lds[1.0] == pytest.approx(-1.0)
+    assert meta["damping_record"]["whole_loss"]["damping"] == 1.0
+    whole = np.load(out["whole_loss"])
+    np.testing.assert_allclose(whole, 2.0 * truth.mean(axis=1), rtol=1e-5)
     with pytest.raises(ValueError, match="not ekfac_sqnorm|scores of loss"):
         method_scores("ekfac_sqnorm", raws, targets, ["generated"], None, out, influence, {})
 

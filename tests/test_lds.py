@@ -349,24 +349,32 @@ def test_tables_have_one_cell_per_method_and_step():
     assert len(frame) == 2 * 3 * 2  # methods x (all, generated, validation) x steps
     text = lds_markdown(frame, "LDS", ["config: x"], {"random": "random (seeded)"})
     assert "| method | t=900 | t=0 |" in text and "random (seeded)" in text
-    dtrak = pd.DataFrame(dtrak_lds_rows("trak", tau, masks, losses.mean(axis=1), sets, 50, 0))
+    whole = tau.mean(axis=1)
+    dtrak = pd.DataFrame(dtrak_lds_rows("trak", whole, masks, losses.mean(axis=1), sets, 50, 0))
     assert "step" not in dtrak and len(dtrak) == 3
     assert "| method | all | generated | validation |" in lds_markdown(dtrak, "D", [], {})
 
 
-def test_choose_lambda_recovers_the_lambda_that_generated_the_outputs():
+def test_choose_lambda_recovers_each_protocols_lambda_that_generated_its_outputs():
+    """Per-step outputs made at lambda 3 and whole losses at lambda 300: each protocol's
+    choice finds its own."""
     rng = np.random.default_rng(13)
     n, k, m, g = 40, 6, 5, 2
     train = [rng.standard_normal((n, k)) for _ in range(2)]
     target = [rng.standard_normal((m, g, k)) for _ in range(2)]
+    whole_target = [rng.standard_normal((m, 1, k)) for _ in range(2)]
     masks = rng.random((12, n)) < 0.5
-    truth = trak_scores(train, target, 3.0)
-    losses = -(truth.astype(np.float64) @ masks.T)
-    record = choose_lambda([0.01, 3.0, 300.0], train, target, masks, losses, rows=range(12))
-    assert record["lambda"] == 3.0
-    assert [r["lambda"] for r in record["heldout_lds"]] == [0.01, 3.0, 300.0]
+    losses = -(trak_scores(train, target, 3.0).astype(np.float64) @ masks.T)
+    whole = -(trak_scores(train, whole_target, 300.0)[:, 0].astype(np.float64) @ masks.T)
+    lams = [0.01, 3.0, 300.0]
+    record = choose_lambda(lams, train, target, whole_target, (masks, losses, whole, range(12)))
+    assert record["lambda"] == 3.0 and record["whole_loss"]["lambda"] == 300.0
+    assert [r["lambda"] for r in record["heldout_lds"]] == lams
     assert record["heldout_lds"][1]["lds"] == pytest.approx(1.0)
-    assert default_choice("lambda", "attribution.lambdas", [0.5, 1.0])["lambda"] == 0.5
+    assert record["whole_loss"]["heldout_lds"][2]["lds"] == pytest.approx(1.0)
+    assert record["whole_loss"]["heldout_lds"][1]["lds"] < 1.0
+    default = default_choice("lambda", "attribution.lambdas", [0.5, 1.0])
+    assert default["lambda"] == default["whole_loss"]["lambda"] == 0.5
 
 
 def test_baselines_to_tables_through_files(tmp_path):
@@ -385,7 +393,7 @@ def test_baselines_to_tables_through_files(tmp_path):
         tmp_path / "generated.npz",
         x_t=x0hat,
         x0hat=x0hat,
-        x0=x0hat[:, 0],
+        x0=x0hat[:, 1],
         grid=grid,
         target_id=np.arange(m),
         label=np.full(m, -1),
@@ -394,32 +402,41 @@ def test_baselines_to_tables_through_files(tmp_path):
     targets = load_target_sets([tmp_path / "generated.npz"], ["generated"])
     dirs = {}
     for name in ("random", "pixel"):
-        scores = baseline_scores(name, targets, tmp_path / "train.npz", seed=0)
-        assert scores.shape == (m, 2, n)
+        scores, whole_loss = baseline_scores(name, targets, tmp_path / "train.npz", seed=0)
+        assert scores.shape == (m, 2, n) and whole_loss.shape == (m, n)
         dirs[name] = tmp_path / name
         save_npy(dirs[name] / "scores.npy", scores)
+        save_npy(dirs[name] / "whole_loss.npy", whole_loss)
         save_csv(dirs[name] / "index.csv", targets.index())
         save_json(dirs[name] / "meta.json", {"method": name, "grid": grid.tolist()})
     masks = rng.random((6, n)) < 0.5
     pixel = np.load(dirs["pixel"] / "scores.npy")
     f = -(pixel.astype(np.float64) @ masks.T)  # ground truth that pixel similarity predicts
-    steps, whole, _, labels = lds_frames(dirs, targets, masks, f, f.mean(axis=1), 100, 0, 0.95)
+    # the whole loss is the final image's (x0 = x0hat at the last step): pixel similarity of
+    # x_0 predicts it exactly, the step-averaged scores would not
+    dtrak = f[:, 1]
+    steps, whole, _, labels = lds_frames(dirs, targets, masks, f, dtrak, 100, 0, 0.95)
     assert set(labels) == {"random", "pixel"}
     assert (steps[steps["method"] == "pixel"]["lds"] == 1.0).all()
     assert len(whole) == 2 and whole.loc[whole["method"] == "pixel", "lds"].item() == 1.0
+    averaged = -(pixel.mean(axis=1).astype(np.float64) @ masks.T)
+    assert not np.allclose(averaged, dtrak)
     with pytest.raises(ValueError, match="not the current targets"):
         other = dataclasses.replace(targets, target_id=targets.target_id + 100)
-        lds_frames(dirs, other, masks, f, f.mean(axis=1), 10, 0, 0.95)
+        lds_frames(dirs, other, masks, f, dtrak, 10, 0, 0.95)
 
 
 def write_model_features(root, model_id, n, m, k, featurizer, sha, rng):
-    """One model's train and generated-target feature files, as the featurize rules write them."""
+    """One model's train, generated-target and whole-loss feature files, as the featurize
+    rules write them."""
     info = {"featurizer": featurizer, "model_sha256": sha}
     train = root / model_id / "train.npy"
     target = root / model_id / "generated.npy"
+    whole = root / model_id / "generated_whole_loss.npy"
     save_features(train, rng.standard_normal((n, k)).astype(np.float32), "float32", info)
     save_features(target, rng.standard_normal((m, 2, k)).astype(np.float32), "float32", info)
-    return train, target
+    save_features(whole, rng.standard_normal((m, 1, k)).astype(np.float32), "float32", info)
+    return train, target, whole
 
 
 FEATURIZER = {"output_function": "loss", "projector": "rademacher", "dim": 8, "seed": 1}
@@ -433,13 +450,14 @@ MISMATCHES = [
 
 @pytest.fixture
 def two_models(tmp_path):
-    """Compatible features of two models: (train paths, model-major target paths)."""
+    """Compatible features of two models: train paths, model-major target and whole-loss
+    paths."""
     rng = np.random.default_rng(21)
     files = [
         write_model_features(tmp_path, f"full_{c}", 30, 4, 8, FEATURIZER, f"w{c}", rng)
         for c in range(2)
     ]
-    return [train for train, _ in files], [target for _, target in files]
+    return tuple(list(paths) for paths in zip(*files, strict=True))
 
 
 def mismatch(path, change):
@@ -450,21 +468,18 @@ def mismatch(path, change):
 
 @pytest.mark.parametrize(("change", "key"), MISMATCHES)
 def test_select_lambda_refuses_features_of_other_weights_or_projector(two_models, change, key):
-    train, target = two_models
+    train, target, whole = two_models
     mismatch(target[1], change)
     with pytest.raises(ValueError, match=key):
-        select_lambda_job([1.0], (train, target), ("masks.npy", []), ["subset_0_s0"])
+        select_lambda_job([1.0], (train, target, whole), ("masks.npy", []), ["subset_0_s0"])
 
 
 @pytest.mark.parametrize(("change", "key"), MISMATCHES)
 def test_graddot_refuses_features_of_other_weights_or_projector(tmp_path, two_models, change, key):
-    train, target = two_models
-    mismatch(train[0], change)
+    mismatch(two_models[0][0], change)
     targets = graddot_targets(tmp_path)
     with pytest.raises(ValueError, match=key):
-        baseline_scores(
-            "graddot", targets, tmp_path / "train.npz", 0, feature_paths=(train, target)
-        )
+        baseline_scores("graddot", targets, tmp_path / "train.npz", 0, feature_paths=two_models)
 
 
 def graddot_targets(tmp_path):
@@ -489,7 +504,6 @@ def test_select_lambda_and_graddot_read_train_features_memory_mapped(
     tmp_path, two_models, monkeypatch
 ):
     """At cifar10 scale the train features are ~41 GB: both jobs must map them, not load them."""
-    train, target = two_models
     seen = {}
 
     def choose(lambdas, train_features, *args):
@@ -497,19 +511,21 @@ def test_select_lambda_and_graddot_read_train_features_memory_mapped(
         return {"lambda": lambdas[0]}
 
     def graddot(train_features, target_features):
-        seen["graddot"] = train_features
-        return np.zeros((4, 2, 30), np.float32)
+        seen.setdefault("graddot", []).append(train_features)
+        return np.zeros((*target_features[0].shape[:2], 30), np.float32)
 
     monkeypatch.setattr(lds_jobs, "choose_lambda", choose)
     monkeypatch.setattr(
         lds_jobs, "load_subset_outputs", lambda paths, models: ([0], np.zeros((4, 2, 1)), None)
     )
     save_npy(tmp_path / "masks.npy", np.ones((1, 30), bool))
-    select_lambda_job([1.0], (train, target), (tmp_path / "masks.npy", []), ["subset_0_s0"])
+    select_lambda_job([1.0], two_models, (tmp_path / "masks.npy", []), ["subset_0_s0"])
     monkeypatch.setattr(lds_jobs.baselines, "graddot_scores", graddot)
     targets = graddot_targets(tmp_path)
-    baseline_scores("graddot", targets, tmp_path / "train.npz", 0, feature_paths=(train, target))
-    for job, features in seen.items():
+    baseline_scores("graddot", targets, tmp_path / "train.npz", 0, feature_paths=two_models)
+    assert len(seen["graddot"]) == 2  # per step, and the whole loss
+    jobs = [("select_lambda", seen["select_lambda"])] + [("graddot", f) for f in seen["graddot"]]
+    for job, features in jobs:
         assert len(features) == 2, job
         assert all(isinstance(phi, np.memmap) for phi in features), job
     assert set(seen) == {"select_lambda", "graddot"}

@@ -18,6 +18,7 @@ from stepattr.trak.features import (
     shard_indices,
     target_features,
     train_features,
+    whole_loss_features,
 )
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
 from stepattr.trak.jobs import (
@@ -369,7 +370,9 @@ def test_gather_shards_checks_order_coverage_and_identity(tmp_path):
 
 
 def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
-    """The workflow's jobs on files: shards, gather, targets, score with index and meta."""
+    """The workflow's jobs on files: shards, gather, targets, score with index and meta; the
+    whole-loss features against featurizing x_0 at every step by hand, and their scores at
+    their own lambda."""
     model_dir = tmp_path / "models" / "full_0"
     save_model(model_dir, tiny_unet(ci_model_cfg), unet_kwargs(ci_model_cfg, 8, 1), Schedule())
     rng = np.random.default_rng(0)
@@ -388,6 +391,8 @@ def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
         "source_index": np.array([-1, -1]),
     }
     np.savez(tmp_path / "generated.npz", **targets)
+    final = {**targets, "x0hat": np.repeat(targets["x0"][:, None], 2, axis=1)}
+    np.savez(tmp_path / "final.npz", **final)  # the reference: x_0 at every step
     att = {
         "train_timesteps": 2,
         "target_resamples": 2,
@@ -408,22 +413,43 @@ def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
     gather_train(
         [feats / "train_0.npy", feats / "train_1.npy"], feats / "train.npy", tmp_path / "train.npz"
     )
-    featurize_target_set(
-        model_dir, tmp_path / "generated.npz", "generated", feats / "generated.npy",
-        attribution=att, device="cpu", **args,
-    )  # fmt: skip
-    save_json(tmp_path / "lambda.json", {"lambda": 0.5})
-    out = {name: tmp_path / "scores" / name for name in ("scores.npy", "index.csv", "meta.json")}
+    for name in ("generated", "final"):
+        featurize_target_set(
+            model_dir, tmp_path / f"{name}.npz", "generated",
+            {"features": feats / f"{name}.npy", "whole_loss": feats / f"{name}_whole_loss.npy"},
+            attribution=att, device="cpu", **args,
+        )  # fmt: skip
+    whole = np.load(feats / "generated_whole_loss.npy").astype(np.float32)
+    by_hand = np.load(feats / "final.npy").astype(np.float32).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(whole, by_hand, rtol=1e-2, atol=1e-4)  # stored as float16
+    assert not np.allclose(whole, np.load(feats / "generated.npy").mean(axis=1, keepdims=True))
+    assert load_info(feats / "generated_whole_loss.npy")["view"].startswith("x_0 at every")
+    lam = {"lambda": 0.5, "whole_loss": {"lambda": 2.0}}
+    save_json(tmp_path / "lambda.json", lam)
+    out = {
+        name: tmp_path / "scores" / name
+        for name in ("scores.npy", "index.csv", "meta.json", "whole_loss.npy")
+    }
+    features = {
+        "train_features": [feats / "train.npy"],
+        "target_features": [feats / "generated.npy"],
+        "whole_loss_features": [feats / "generated_whole_loss.npy"],
+    }
     score_method(
-        "trak", ["full_0"], [feats / "train.npy"], [feats / "generated.npy"],
-        [tmp_path / "generated.npz"], ["generated"], tmp_path / "lambda.json",
-        {"scores": out["scores.npy"], "index": out["index.csv"], "meta": out["meta.json"]},
+        "trak", ["full_0"], features, [tmp_path / "generated.npz"], ["generated"],
+        tmp_path / "lambda.json",
+        {"scores": out["scores.npy"], "index": out["index.csv"], "meta": out["meta.json"],
+         "whole_loss": out["whole_loss.npy"]},
         att, {"config_files": ["x.yaml"]},
     )  # fmt: skip
     phi, phix = np.load(feats / "train.npy"), np.load(feats / "generated.npy")
     assert phi.dtype == np.float16 and phi.shape == (5, 8) and phix.shape == (2, 2, 8)
     want = dense_reference([phi], [phix], 0.5)
     np.testing.assert_allclose(np.load(out["scores.npy"]), want, rtol=1e-4, atol=1e-5)
+    want_whole = dense_reference([phi], [np.load(feats / "generated_whole_loss.npy")], 2.0)
+    np.testing.assert_allclose(
+        np.load(out["whole_loss.npy"]), want_whole[:, 0], rtol=1e-4, atol=1e-5
+    )
     meta = load_json(out["meta.json"])
     assert meta["lambda"] == 0.5 and meta["grid"] == [500, 0]
     assert meta["models"][0]["featurizer"]["projector"] == "torch_rademacher"
@@ -432,3 +458,37 @@ def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
     assert record["projector_requested"] == "auto"
     assert record["projector_choice"] == "device cpu: fast_jl runs on CUDA only"
     assert open(out["index.csv"]).read().splitlines()[1] == "0,generated,0,-1"
+
+
+def test_whole_loss_features_featurize_only_the_targets_whose_x0hat_moves():
+    """Validation targets (x0hat_t = x_0 at every step) reuse their per-step features; the
+    others are featurized again around x_0; the result is the mean over the grid."""
+    rng = np.random.default_rng(5)
+    x0 = rng.normal(size=(3, 1, 2, 2))
+    x0hat = np.repeat(x0[:, None], 2, axis=1)
+    x0hat[1, 0] += 1.0  # target 1 is generated: its x0hat at the first step is not x_0
+    final = np.repeat(x0[:, None], 2, axis=1)
+    steps = rng.normal(size=(3, 2, 4)).astype(np.float32)
+    calls = []
+
+    def features_of(rows, x):
+        calls.append((rows.tolist(), x.copy()))
+        return np.full((len(rows), 2, 4), 7.0, np.float32)
+
+    whole = whole_loss_features(features_of, x0hat, final, steps)
+    assert [rows for rows, _ in calls] == [[1]]
+    np.testing.assert_array_equal(calls[0][1], final[[1]])
+    np.testing.assert_allclose(whole[[0, 2]], steps[[0, 2]].mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(whole[1], np.full((1, 4), 7.0))
+
+
+def test_stratified_train_draws_put_one_timestep_in_each_slice_of_the_schedule():
+    ts, _ = train_draws(0, [3, 7], 10, (1, 2, 2), 1000, "stratified")
+    assert (ts // 100 == torch.arange(10)).all()
+    ts, _ = train_draws(1, range(60), 3, (1,), 7, "stratified")  # slices [0,2) [2,4) [4,7)
+    for k, allowed in enumerate(({0, 1}, {2, 3}, {4, 5, 6})):
+        assert set(ts[:, k].tolist()) == allowed
+    uniform, _ = train_draws(1, range(60), 3, (1,), 7)
+    assert not (uniform[:, 0] < 2).all()  # uniform draws ignore the slices
+    with pytest.raises(ValueError, match="stratified"):
+        train_draws(0, [0], 2, (1,), 10, "evenly")

@@ -26,7 +26,11 @@ def influence_model_score_files(wildcards):
     """Every full model's raw scores of the method's output function, with their records."""
     fn = influence_output_function(wildcards)
     files = [f"{INFLUENCE}/{fn}/{m}/scores.npy" for m in full_model_ids()]
-    return {"raw": files, "records": [f.removesuffix(".npy") + ".json" for f in files]}
+    return {
+        "raw": files,
+        "raw_whole_loss": [f"{INFLUENCE}/{fn}/{m}/whole_loss.npy" for m in full_model_ids()],
+        "records": [f.removesuffix(".npy") + ".json" for f in files],
+    }
 
 
 def influence_score_inputs(wildcards):

@@ -50,5 +50,5 @@ def baseline_inputs(wildcards):
 
 
 def lds_score_files():
-    """scores.npy, index.csv and meta.json of every method in the LDS tables."""
-    return [path for m in lds_methods() for path in score_files(m).values()]
+    """scores.npy, whole_loss.npy, index.csv and meta.json of every method in the LDS tables."""
+    return [path for m in lds_methods() for path in method_score_files(m).values()]

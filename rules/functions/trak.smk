@@ -5,6 +5,7 @@
 # must not rerun featurization)
 FEATURIZE_KEYS = [
     "train_timesteps",
+    "train_timestep_draws",
     "target_resamples",
     "proj_dim",
     "feature_dtype",

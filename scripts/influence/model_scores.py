@@ -14,7 +14,7 @@ model_scores(
     train_split=smk.input.train,
     target_files=smk.input.targets,
     target_sets=smk.params.target_sets,
-    out_path=smk.output.scores,
+    out_paths={"scores": smk.output.scores, "whole_loss": smk.output.whole_loss},
     model_id=smk.wildcards.model_id,
     output_function=smk.wildcards.output_function,
     influence=dict(smk.params.influence),

@@ -28,10 +28,15 @@ if name == "embedding":
     embed, meta["embedder"] = image_embedder(smk.params.clip, classifier_dir, class_names, device)
     meta["models"] = [str(classifier_dir)]
 if name == "graddot":
-    feature_paths = (smk.input.train_features, smk.input.target_features)
+    feature_paths = (
+        smk.input.train_features,
+        smk.input.target_features,
+        smk.input.whole_loss_features,
+    )
     meta["models"] = smk.params.models
     meta["features"] = list(smk.input.train_features)
-scores = baseline_scores(name, targets, smk.input.train, smk.params.seed, embed, feature_paths)
+scores, whole_loss = baseline_scores(
+    name, targets, smk.input.train, smk.params.seed, embed, feature_paths
+)
 print(f"{name}: scores {scores.shape}, mean {scores.mean():.4g}, std {scores.std():.4g}")
-outputs = {"scores": smk.output.scores, "index": smk.output.index, "meta": smk.output.meta}
-save_scores(outputs, scores, targets.index(), meta)
+save_scores(dict(smk.output.items()), scores, targets.index(), meta, whole_loss)

@@ -29,7 +29,9 @@ rows, f_by_seed, dtrak_by_seed = load_subset_outputs_by_seed(
 f, dtrak = f_by_seed.mean(axis=-1), dtrak_by_seed.mean(axis=-1)  # a subset's truth: its seeds' mean
 masks = load_masks(smk.input.masks, rows)
 cfg = smk.params.lds
-score_dirs = {Path(p).parent.name: Path(p).parent for p in smk.input.scores if p.endswith(".npy")}
+score_dirs = {
+    Path(p).parent.name: Path(p).parent for p in smk.input.scores if Path(p).name == "scores.npy"
+}
 boot = (cfg["bootstrap"], cfg["seed"], cfg["ci_level"])
 steps, whole, paired, labels = lds_frames(
     score_dirs, targets, masks, f, dtrak, *boot, reference=smk.params.reference
@@ -47,9 +49,13 @@ for method, directory in score_dirs.items():
     meta = load_json(f"{directory}/meta.json")
     for key, unit in (("lambda", ""), ("damping", " x mean eigenvalue")):
         if meta.get(key) is not None:
-            edge = meta.get(f"{key}_record", {}).get("grid_edge")
-            lambdas[method] = f"{key} {meta[key]:g}{unit}" + (
-                f" ({edge} of the grid)" if edge else ""
+            record = meta.get(f"{key}_record", {})
+            edges = [r.get("grid_edge") for r in (record, record.get("whole_loss", {}))]
+            lambdas[method] = (
+                f"{key} {meta[key]:g}{unit}"
+                + (f" ({edges[0]} of the grid)" if edges[0] else "")
+                + f"; whole loss {record['whole_loss'][key]:g}"
+                + (f" ({edges[1]} of the grid)" if edges[1] else "")
             )
 header = lds_header(
     smk.params.provenance,
@@ -76,7 +82,8 @@ save_csv(smk.output.dtrak_csv, whole)
 save_text(smk.output.md, lds_markdown(steps, "LDS per denoising step", header, labels))
 dtrak_header = header + [
     "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
-    "timesteps; prediction = each method's scores averaged over the grid steps"
+    "timesteps; prediction = each method's whole-loss scores (its features, or images, of the "
+    "final image at the grid's timesteps, averaged), with its own held-out lambda or damping"
 ]
 save_csv(smk.output.paired_csv, paired)
 save_text(smk.output.paired_md, paired_markdown(paired, header, labels))

@@ -13,7 +13,7 @@ if not smk.params.heldout_models:
 else:
     record = select_lambda_job(
         lambdas,
-        (smk.input.train_features, smk.input.target_features),
+        (smk.input.train_features, smk.input.target_features, smk.input.whole_loss_features),
         (smk.input.masks, smk.input.outputs),
         smk.params.heldout_models,
     )

@@ -15,7 +15,7 @@ featurize_target_set(
     model_dir=Path(smk.input.model).parent,
     targets_path=smk.input.targets,
     target_set=smk.wildcards.target_set,
-    out_path=smk.output.features,
+    out_paths={"features": smk.output.features, "whole_loss": smk.output.whole_loss},
     model_id=smk.wildcards.model_id,
     output_function=smk.params.output_function,
     projector=smk.params.projector,

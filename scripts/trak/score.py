@@ -9,12 +9,13 @@ from stepattr.trak.jobs import score_method  # noqa: E402
 score_method(
     method=smk.wildcards.method,
     models=smk.params.models,
-    train_paths=smk.input.train_features,
-    target_paths=smk.input.target_features,
+    feature_paths={
+        key: smk.input[key] for key in ("train_features", "target_features", "whole_loss_features")
+    },
     target_files=smk.input.targets,
     target_sets=smk.params.target_sets,
     lambda_path=smk.input.lam,
-    outputs={"scores": smk.output.scores, "index": smk.output.index, "meta": smk.output.meta},
+    outputs=dict(smk.output.items()),
     attribution=dict(smk.params.attribution),
     provenance=dict(smk.params.provenance),
 )

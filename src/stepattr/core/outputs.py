@@ -40,14 +40,35 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+TIMESTEP_DRAWS = ("uniform", "stratified")
+
+
 def train_draws(
-    seed: int, indices: Sequence[int], num_draws: int, shape: Sequence[int], num_timesteps: int
+    seed: int,
+    indices: Sequence[int],
+    num_draws: int,
+    shape: Sequence[int],
+    num_timesteps: int,
+    timesteps: str = "uniform",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """K uniform timesteps and K noises per training example: ``(B, K)`` and ``(B, K, *shape)``."""
+    """K timesteps and K noises per training example: ``(B, K)`` and ``(B, K, *shape)``.
+
+    ``uniform``: K independent uniform timesteps (journey-TRAK). ``stratified``: one uniform
+    timestep in each of K equal slices of [0, T), so every example's draws cover the schedule
+    evenly, as D-TRAK's shared evenly spaced timesteps do, while staying unbiased: at small K no
+    example lacks a draw near some step by chance.
+    """
+    if timesteps not in TIMESTEP_DRAWS:
+        raise ValueError(f"timestep draws {timesteps!r}; expected one of {TIMESTEP_DRAWS}")
+    edges = torch.arange(num_draws + 1) * num_timesteps // num_draws
     ts, ns = [], []
     for index in indices:
         gen = _generator(seed, 0, index)
-        ts.append(torch.randint(0, num_timesteps, (num_draws,), generator=gen))
+        if timesteps == "uniform":
+            ts.append(torch.randint(0, num_timesteps, (num_draws,), generator=gen))
+        else:
+            offsets = torch.rand(num_draws, generator=gen, dtype=torch.float64)
+            ts.append(edges[:-1] + (offsets * (edges[1:] - edges[:-1])).long())
         ns.append(torch.randn((num_draws, *shape), generator=gen))
     return torch.stack(ts), torch.stack(ns)
 

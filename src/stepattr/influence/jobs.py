@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,9 @@ from stepattr.influence.kfac import (
     kronecker_layers,
     stream_scores,
 )
-from stepattr.lds.jobs import default_choice, heldout_choice, heldout_data
+from stepattr.lds.jobs import default_choice, heldout_choices, heldout_data
 from stepattr.targets.sets import load_target_sets
-from stepattr.trak.features import target_features
+from stepattr.trak.features import target_features, whole_loss_features
 from stepattr.trak.storage import save_scores
 from stepattr.workflow.names import parse_influence_method
 
@@ -148,14 +148,16 @@ def model_scores(
     train_split: str | os.PathLike,
     target_files: Sequence[str | os.PathLike],
     target_sets: Sequence[str],
-    out_path: str | os.PathLike,
+    out_paths: Mapping[str, str | os.PathLike],
     model_id: str,
     output_function: str,
     influence: Mapping[str, Any],
     attribution: Mapping[str, Any],
     device: str,
 ) -> None:
-    """Rule influence_model_scores: one model's raw scores for every (variant, damping).
+    """Rule influence_model_scores: one model's raw scores for every (variant, damping):
+    ``out_paths["scores"]`` (C, m, G, n) per step, ``["whole_loss"]`` (C, m, n) for D-TRAK's
+    whole loss (:func:`stepattr.trak.features.whole_loss_features`).
 
     Target and training gradients use TRAK's draws (``attribution.seed``, R =
     ``target_resamples``, K = ``train_timesteps``), so the two methods differ only in how
@@ -174,23 +176,31 @@ def model_scores(
     )  # fmt: skip
     targets = load_target_sets(target_files, target_sets)
     seed, batch = int(attribution["seed"]), int(influence["batch_size"])
-    queries = target_features(
-        rotated, torch.from_numpy(targets.x0hat), targets.target_id, targets.grid.tolist(),
-        int(attribution["target_resamples"]), seed, batch, progress=True,
-    )  # fmt: skip
+
+    def queries_of(rows: np.ndarray, x0hat: np.ndarray) -> np.ndarray:
+        return target_features(
+            rotated, torch.from_numpy(x0hat), targets.target_id[rows], targets.grid.tolist(),
+            int(attribution["target_resamples"]), seed, batch, progress=True,
+        )  # fmt: skip
+
+    queries = queries_of(np.arange(len(targets.target_id)), targets.x0hat)
+    whole = whole_loss_features(queries_of, targets.x0hat, targets.at_final_image().x0hat, queries)
     m, g = queries.shape[:2]
     combos = variant_combos(influence)
     images, _, _ = load_split(train_split)
+    both = np.concatenate([queries.reshape(m * g, -1), whole[:, 0]])
     scores = stream_scores(
-        rotated, torch.from_numpy(queries.reshape(m * g, -1)), inverse_weights(bases, combos),
+        rotated, torch.from_numpy(both), inverse_weights(bases, combos),
         to_model_space(images), list(range(len(images))), int(attribution["train_timesteps"]),
         seed, schedule.num_train_timesteps, batch,
+        attribution.get("train_timestep_draws", "uniform"),
     )  # fmt: skip
     if not np.isfinite(scores).all():
-        raise ValueError(f"{out_path}: influence scores contain NaN or inf; nothing written")
-    save_npy(out_path, scores.reshape(len(combos), m, g, -1))
+        raise ValueError(f"{out_paths['scores']}: influence scores contain NaN or inf; not written")
+    save_npy(out_paths["whole_loss"], scores[:, m * g :])
+    save_npy(out_paths["scores"], scores[:, : m * g].reshape(len(combos), m, g, -1))
     save_json(
-        sidecar(out_path),
+        sidecar(out_paths["scores"]),
         {
             "model_id": model_id,
             "model_sha256": sha,
@@ -206,7 +216,7 @@ def model_scores(
 
 def method_scores(
     method: str,
-    raw_paths: Sequence[str | os.PathLike],
+    raw_paths: Mapping[str, Sequence[str | os.PathLike]],
     target_files: Sequence[str | os.PathLike],
     target_sets: Sequence[str],
     heldout: tuple[str | os.PathLike, Sequence[str | os.PathLike], Sequence[str]] | None,
@@ -214,40 +224,50 @@ def method_scores(
     influence: Mapping[str, Any],
     provenance: Mapping[str, Any],
 ) -> None:
-    """Rule influence_scores: a method's scores averaged over models, at the damping with the
-    best mean LDS over steps on the held-out subsets (``heldout``: masks file, output files,
-    model ids; None: the first damping, unchosen). The scored subsets are never read."""
+    """Rule influence_scores: a method's scores averaged over models (``raw_paths``:
+    per model ``scores`` and ``whole_loss`` files), each protocol at the damping with its best
+    held-out LDS (``heldout``: masks file, output files, model ids; None: the first damping,
+    unchosen). The scored subsets are never read."""
     variant, output_function = parse_influence_method(method)
     targets = load_target_sets(target_files, target_sets)
-    raws, records = [], []
-    for path in raw_paths:
+    raws, wholes, records = [], [], []
+    for path, whole_path in zip(raw_paths["scores"], raw_paths["whole_loss"], strict=True):
         record = load_json(sidecar(path))
         if record["output_function"] != output_function:
             raise ValueError(f"{path}: scores of {record['output_function']}, not {method}")
         if record["target_id"] != targets.target_id.tolist():
             raise ValueError(f"{path}: rows are not the current targets in order")
         raws.append(np.load(path, mmap_mode="r"))
+        wholes.append(np.load(whole_path, mmap_mode="r"))
+        if wholes[-1].shape != (raws[-1].shape[0], *raws[-1].shape[1:2], raws[-1].shape[3]):
+            raise ValueError(f"{whole_path}: shape {wholes[-1].shape} does not match {path}")
         records.append(record)
     combos = [(c["variant"], c["damping"]) for c in records[0]["combos"]]
     if any([(c["variant"], c["damping"]) for c in r["combos"]] != combos for r in records):
-        raise ValueError(f"{list(map(str, raw_paths))}: models scored different dampings")
+        raise ValueError(f"{list(map(str, raw_paths['scores']))}: models scored other dampings")
     dampings = [d for v, d in combos if v == variant]
     if not dampings:
-        raise ValueError(f"{raw_paths[0]}: no {variant} scores (influence.methods)")
+        raise ValueError(f"{raw_paths['scores'][0]}: no {variant} scores (influence.methods)")
 
-    def averaged(damping: float) -> np.ndarray:
-        c = combos.index((variant, damping))
-        return np.mean([raw[c] for raw in raws], axis=0, dtype=np.float64).astype(np.float32)
+    def averaged(arrays: Sequence[np.ndarray]) -> Callable[[float], np.ndarray]:
+        def scores_at(damping: float) -> np.ndarray:
+            c = combos.index((variant, damping))
+            mean = np.mean([a[c] for a in arrays], axis=0, dtype=np.float64)
+            return mean.astype(np.float32)
+
+        return scores_at
 
     if heldout is None:
         choice = default_choice("damping", "influence.dampings", dampings)
     else:
-        masks, losses, rows = heldout_data(*heldout)
-        choice = heldout_choice(
-            "damping", "influence.dampings", dampings, averaged, masks, losses, rows
-        )
-    log.info("%s: damping %g x mean eigenvalue", method, choice["damping"])
-    scores = averaged(choice["damping"])
+        choice = heldout_choices(
+            "damping", "influence.dampings", dampings, averaged(raws), averaged(wholes),
+            heldout_data(*heldout),
+        )  # fmt: skip
+    whole_damping = choice["whole_loss"]["damping"]
+    log.info("%s: damping %g x mean eigenvalue (whole loss: %g)", method, choice["damping"],
+             whole_damping)  # fmt: skip
+    scores = averaged(raws)(choice["damping"])
     save_scores(
         outputs,
         scores,
@@ -268,4 +288,5 @@ def method_scores(
             "influence": dict(influence),
             **dict(provenance),
         },
+        whole_loss=averaged(wholes)(whole_damping),
     )

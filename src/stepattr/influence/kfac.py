@@ -419,9 +419,11 @@ def stream_scores(
     seed: int,
     num_train_timesteps: int,
     batch_size: int,
+    timesteps: str = "uniform",
 ) -> np.ndarray:
     """Scores ``(C, Q, n)`` float32: ``queries (Q, p) @ (weights[c] * r_i)`` for every
-    training image i, its rotated gradient r_i computed batch by batch and never stored."""
+    training image i, its rotated gradient r_i computed batch by batch and never stored; its
+    draws are TRAK's (``timesteps``: :func:`stepattr.core.outputs.train_draws`)."""
     device, dtype = rotated.device, rotated.dtype
     queries, weights = queries.to(device, dtype), weights.to(device, dtype)
     out = np.empty((weights.shape[0], queries.shape[0], len(images)), dtype=np.float32)
@@ -429,8 +431,9 @@ def stream_scores(
     for start in tqdm(starts, desc="influence scores", mininterval=10):
         stop = min(start + batch_size, len(images))
         ts, ns = train_draws(
-            seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps
-        )
+            seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps,
+            timesteps,
+        )  # fmt: skip
         r = rotated(images[start:stop], ts, ns)
         with torch.no_grad():
             for c in range(weights.shape[0]):

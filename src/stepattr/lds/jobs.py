@@ -23,7 +23,7 @@ from stepattr.lds.tables import dtrak_lds_rows, paired_lds_rows, step_lds_rows
 from stepattr.targets.sets import TargetSets
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
-from stepattr.trak.storage import load_method_features, load_scores
+from stepattr.trak.storage import load_method_features, load_scores, load_whole_loss
 
 
 def image_embedder(
@@ -64,41 +64,71 @@ def image_embedder(
     return (lambda images: embed(model, images)), "classifier penultimate layer"
 
 
+HeldOut = tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]  # masks, f, whole loss, rows
+
+
 def select_lambda_job(
     lambdas: Sequence[float],
-    feature_paths: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]],
+    feature_paths: tuple[
+        Sequence[str | os.PathLike], Sequence[str | os.PathLike], Sequence[str | os.PathLike]
+    ],
     subset_paths: tuple[str | os.PathLike, Sequence[str | os.PathLike]],
     heldout_models: Sequence[str],
 ) -> dict[str, Any]:
     """The ``lambda.json`` record of rule select_lambda, from its input files.
 
-    ``feature_paths`` (train files, model-major target files) are read checked and
-    memory-mapped by :func:`stepattr.trak.storage.load_method_features`; ``subset_paths`` are
-    the subset matrix and the held-out subset models' outputs (:mod:`stepattr.lds.ground_truth`).
+    ``feature_paths`` (train files, model-major target files, model-major whole-loss target
+    files) are read checked and memory-mapped by
+    :func:`stepattr.trak.storage.load_method_features`; ``subset_paths`` are the subset matrix
+    and the held-out subset models' outputs (:mod:`stepattr.lds.ground_truth`).
     """
-    train, target, _ = load_method_features(*feature_paths)
-    masks, losses, rows = heldout_data(*subset_paths, heldout_models)
-    return choose_lambda(lambdas, train, target, masks, losses, rows)
+    train_paths, target_paths, whole_paths = feature_paths
+    train, target, _ = load_method_features(train_paths, target_paths)
+    _, whole_target, _ = load_method_features(train_paths, whole_paths)
+    heldout = heldout_data(*subset_paths, heldout_models)
+    return choose_lambda(lambdas, train, target, whole_target, heldout)
 
 
 def choose_lambda(
     lambdas: Sequence[float],
     train_features: Sequence[np.ndarray],
     target_features: Sequence[np.ndarray],
-    masks: np.ndarray,
-    losses: np.ndarray,
-    rows: Sequence[int],
+    whole_loss_features: Sequence[np.ndarray],
+    heldout: HeldOut,
 ) -> dict[str, Any]:
-    """The ``lambda.json`` record: lambda with the best held-out mean LDS over steps.
-
-    ``masks`` are the held-out rows of the subset matrix, ``losses`` (m, G, M) their outputs.
-    """
+    """The ``lambda.json`` record: per protocol, the lambda with the best held-out LDS
+    (:func:`heldout_choices`). Target features are (m, G, k), whole-loss ones (m, 1, k)."""
     lams = [float(lam) for lam in lambdas]
-    all_scores = trak_scores_multi(list(train_features), list(target_features), lams)
-    return heldout_choice(
-        "lambda", "attribution.lambdas", lams, lambda lam: all_scores[lams.index(lam)],
-        masks, losses, rows,
+    step = trak_scores_multi(list(train_features), list(target_features), lams)
+    whole = trak_scores_multi(list(train_features), list(whole_loss_features), lams)[:, :, 0]
+    return heldout_choices(
+        "lambda", "attribution.lambdas", lams, lambda lam: step[lams.index(lam)],
+        lambda lam: whole[lams.index(lam)], heldout,
     )  # fmt: skip
+
+
+def heldout_choices(
+    key: str,
+    config_key: str,
+    values: Sequence[float],
+    step_scores: Callable[[float], np.ndarray],
+    whole_loss_scores: Callable[[float], np.ndarray],
+    heldout: HeldOut,
+) -> dict[str, Any]:
+    """A tuning choice made once per protocol, each on its own held-out LDS: the per-step
+    record at the top level, D-TRAK's whole-loss record under ``whole_loss`` (the two protocols
+    peak at different values, and the scored subsets never choose either).
+
+    ``step_scores(value)`` is (m, G, n), ``whole_loss_scores(value)`` (m, n); ``heldout`` is
+    :func:`heldout_data`'s masks, f_t (m, G, M), whole losses (m, M) and rows.
+    """
+    masks, losses, whole, rows = heldout
+    record = heldout_choice(key, config_key, values, step_scores, masks, losses, rows)
+    record["whole_loss"] = heldout_choice(
+        key, config_key, values, lambda value: whole_loss_scores(value)[:, None], masks,
+        whole[:, None], rows, "D-TRAK's whole loss (one column)",
+    )  # fmt: skip
+    return record
 
 
 def heldout_choice(
@@ -109,6 +139,7 @@ def heldout_choice(
     masks: np.ndarray,
     losses: np.ndarray,
     rows: Sequence[int],
+    protocol: str = "f_t per grid step",
 ) -> dict[str, Any]:
     """The record of a tuning choice (TRAK's lambda, influence's damping): the value of
     ``config_key`` whose scores ``scores_for(value)`` (m, G, n) give the best mean LDS over
@@ -117,14 +148,14 @@ def heldout_choice(
     edge = grid_edge(chosen, list(values))
     if edge:
         print(
-            f"WARNING: {key} {chosen:g} is the {edge} value offered ({config_key}); "
-            "the best value may lie beyond the grid: widen it"
+            f"WARNING: {key} {chosen:g} ({protocol}) is the {edge} value offered "
+            f"({config_key}); the best value may lie beyond the grid: widen it"
         )
     return {
         key: chosen,
         "grid_edge": edge,
-        "criterion": "held-out LDS: Spearman(masks @ scores, -f_t) per target, mean over "
-        f"targets, then over grid steps; ties go to the smaller {key}",
+        "criterion": f"held-out LDS of {protocol}: Spearman(masks @ scores, -output) per "
+        f"target, mean over targets, then over steps; ties go to the smaller {key}",
         "heldout_lds": [{key: value, "lds": lds} for value, lds in per_value.items()],
         "heldout_rows": [int(r) for r in rows],
     }
@@ -140,24 +171,27 @@ def grid_edge(chosen: float, lambdas: Sequence[float]) -> str | None:
 
 
 def default_choice(key: str, config_key: str, values: Sequence[float]) -> dict[str, Any]:
-    """The record when there are no held-out subsets (subsets.heldout = 0): the first value."""
-    return {
+    """The record when there are no held-out subsets (subsets.heldout = 0): the first value,
+    for both protocols."""
+    record = {
         key: float(values[0]),
         "criterion": f"none: subsets.heldout = 0, so {config_key}[0] is used unchosen",
         "grid_edge": None,
         "heldout_lds": [],
         "heldout_rows": [],
     }
+    return {**record, "whole_loss": dict(record)}
 
 
 def heldout_data(
     masks_path: str | os.PathLike,
     output_paths: Sequence[str | os.PathLike],
     heldout_models: Sequence[str],
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The held-out subsets' masks, f_t (m, G, M) and rows: all a tuning choice may read."""
-    rows, losses, _ = load_subset_outputs(output_paths, heldout_models)
-    return load_masks(masks_path, rows), losses, list(rows)
+) -> HeldOut:
+    """The held-out subsets' masks, f_t (m, G, M), whole losses (m, M) and rows: all a tuning
+    choice may read."""
+    rows, losses, whole = load_subset_outputs(output_paths, heldout_models)
+    return load_masks(masks_path, rows), losses, whole, list(rows)
 
 
 def baseline_scores(
@@ -166,17 +200,29 @@ def baseline_scores(
     train_split: str | os.PathLike,
     seed: int,
     embed: Callable[[np.ndarray], np.ndarray] | None = None,
-    feature_paths: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]] | None = None,
-) -> np.ndarray:
-    """Scores (m, G, n_train) of one baseline of :mod:`stepattr.lds.baselines`.
+    feature_paths: tuple[
+        Sequence[str | os.PathLike], Sequence[str | os.PathLike], Sequence[str | os.PathLike]
+    ]
+    | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (m, G, n_train) of one baseline of :mod:`stepattr.lds.baselines`, and its
+    whole-loss scores (m, n_train): the same baseline on the final image x_0.
 
-    graddot reads ``feature_paths`` (train files, model-major target files) through
-    :func:`stepattr.trak.storage.load_method_features`: checked and memory-mapped.
+    graddot reads ``feature_paths`` (train files, model-major target files, model-major
+    whole-loss target files) through :func:`stepattr.trak.storage.load_method_features`:
+    checked and memory-mapped.
     """
     images, _, _ = load_split(train_split)
-    features = load_method_features(*feature_paths)[:2] if feature_paths is not None else None
+    features = whole_features = None
+    if feature_paths is not None:
+        train_paths, target_paths, whole_paths = feature_paths
+        features = load_method_features(train_paths, target_paths)[:2]
+        whole_features = load_method_features(train_paths, whole_paths)[:2]
     train_images = to_model_space(images).numpy()
-    return baselines.compute(name, targets.image_x0hat, train_images, seed, embed, features)
+    scores = baselines.compute(name, targets.image_x0hat, train_images, seed, embed, features)
+    final = targets.image_x0[:, None]
+    whole = baselines.compute(name, final, train_images, seed, embed, whole_features)[:, 0]
+    return scores, whole
 
 
 def load_method_scores(
@@ -215,7 +261,8 @@ def lds_frames(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Per-step, D-TRAK-protocol and paired LDS rows of every method, and each row label.
 
-    ``masks`` are the scored subsets' rows, ``f`` (m, G, M) and ``dtrak`` (m, M) their outputs.
+    ``masks`` are the scored subsets' rows, ``f`` (m, G, M) and ``dtrak`` (m, M) their outputs;
+    each method's D-TRAK-protocol rows read its ``whole_loss.npy``.
     The paired rows are each other method's per-step LDS minus that of ``reference`` (none
     where it is None or not among the methods).
     """
@@ -227,8 +274,9 @@ def lds_frames(
         labels[method] = method_label(method, meta)
         args = (masks, f, targets.grid, targets.target_set, n_boot, seed, level)
         steps += step_lds_rows(method, scores, *args)
+        whole_loss = load_whole_loss(Path(directory) / "whole_loss.npy", scores)
         whole += dtrak_lds_rows(
-            method, scores, masks, dtrak, targets.target_set, n_boot, seed, level
+            method, whole_loss, masks, dtrak, targets.target_set, n_boot, seed, level
         )
     if reference in scores_of:
         for method, scores in scores_of.items():

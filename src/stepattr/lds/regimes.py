@@ -34,7 +34,7 @@ from stepattr.lds.ground_truth import (
 from stepattr.lds.metric import bootstrap_ceiling, lds_per_target, mean_lds_over_steps
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
-from stepattr.trak.storage import load_method_features
+from stepattr.trak.storage import load_method_features, load_whole_loss
 from stepattr.workflow.runtimes import read_benchmark
 
 SCREEN_CONFIG = "config/regimes/screen.yaml"  # from the repository root, where Snakemake runs
@@ -139,7 +139,7 @@ def lambda_curves(
     baselines: Sequence[str] = ("pixel", "embedding"),
 ) -> pd.DataFrame:
     """A TRAK method's LDS against lambda on both protocols (per step: mean over steps; D-TRAK:
-    step-averaged scores against the whole loss), on the held-out subsets (rows from
+    whole-loss scores against the whole loss), on the held-out subsets (rows from
     ``scored_rows`` on: they alone may choose lambda) and, as a diagnostic only, on the scored
     ones; the run's ``baselines`` beside it (lambda NaN). Reads the subset outputs there are,
     so it also reads a run still in progress. Shows whether a choice is stable and whether the
@@ -147,24 +147,32 @@ def lambda_curves(
     outdir = Path(outdir)
     features = outdir / "features" / method
     models = sorted(p.name for p in features.glob("full_*"))
+    train_paths = [features / mid / "train.npy" for mid in models]
     train, target, _ = load_method_features(
-        [features / mid / "train.npy" for mid in models],
-        [features / mid / f"{name}.npy" for mid in models for name in target_sets],
+        train_paths, [features / mid / f"{name}.npy" for mid in models for name in target_sets]
+    )
+    _, whole_target, _ = load_method_features(
+        train_paths,
+        [features / mid / f"{name}_whole_loss.npy" for mid in models for name in target_sets],
     )
     paths = output_files(outdir)
     rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
     masks = load_masks(outdir / "subsets" / "masks.npy", rows)
     heldout = rows >= scored_rows
-    all_scores = list(trak_scores_multi(train, target, [float(lam) for lam in lambdas]))
-    named = [(method, float(lam)) for lam in lambdas]
+    lams = [float(lam) for lam in lambdas]
+    all_scores = list(
+        zip(trak_scores_multi(train, target, lams),
+            trak_scores_multi(train, whole_target, lams)[:, :, 0], strict=True)
+    )  # fmt: skip
+    named = [(method, lam) for lam in lams]
     for name in baselines:
         path = outdir / "scores" / name / "scores.npy"
         if path.exists():
-            all_scores.append(np.load(path, mmap_mode="r"))
+            scores = np.load(path, mmap_mode="r")
+            all_scores.append((scores, load_whole_loss(path.with_name("whole_loss.npy"), scores)))
             named.append((name, float("nan")))
     out = []
-    for (name, lam), scores in zip(named, all_scores, strict=True):
-        whole = scores.mean(axis=1)
+    for (name, lam), (scores, whole) in zip(named, all_scores, strict=True):
         for part, keep in (("heldout", heldout), ("scored", ~heldout)):
             step = mean_lds_over_steps(scores, masks[keep], f[..., keep])
             loss = np.nanmean(lds_per_target(whole, masks[keep], dtrak[..., keep]))

@@ -156,8 +156,9 @@ def dtrak_lds_rows(
     seed: int,
     level: float = 0.95,
 ) -> list[dict]:
-    """D-TRAK-protocol LDS rows of one method: step-averaged scores against losses (m, M)."""
-    predicted = predicted_outputs(masks, np.asarray(scores, dtype=np.float64).mean(axis=1))
+    """D-TRAK-protocol LDS rows of one method: its whole-loss scores (m, n) against the final
+    images' diffusion losses (m, M)."""
+    predicted = predicted_outputs(masks, np.asarray(scores, dtype=np.float64))
     actual = -np.asarray(losses, dtype=np.float64)
     return _rows(method, predicted[:, None], actual[:, None], None, target_set, n_boot, seed, level)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,20 @@ class TargetSets:
     def image_x0(self) -> np.ndarray:
         """x_0 as images (see :attr:`image_x0hat`)."""
         return self.x0 if self.decoded_x0 is None else self.decoded_x0
+
+    def at_final_image(self) -> TargetSets:
+        """D-TRAK's whole-loss targets: x_0 in place of x0hat_t at every grid step.
+
+        D-TRAK attributes the final image's diffusion loss averaged over timesteps; this view,
+        featurized at the grid's timesteps, gives its target features with the per-step
+        featurizer. Where x0hat_t is x_0 already (validation targets) it changes nothing.
+        """
+        g = len(self.grid)
+
+        def spread(x0: np.ndarray | None) -> np.ndarray | None:
+            return None if x0 is None else np.repeat(x0[:, None], g, axis=1)
+
+        return replace(self, x0hat=spread(self.x0), decoded_x0hat=spread(self.decoded_x0))
 
     def index(self) -> pd.DataFrame:
         """The ``index.csv`` that goes beside every ``scores.npy``: one line per row."""

@@ -17,7 +17,7 @@ batch size or on how the training set is sharded, and every model sees the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -155,11 +155,13 @@ def train_features(
     batch_size: int,
     progress: bool = False,
     conditioning: CaptionConditioning | None = None,
+    timesteps: str = "uniform",
 ) -> np.ndarray:
     """Features ``(N, k)`` float32 of training images ``(N,C,H,W)`` in [-1, 1] (or latents).
 
     ``indices`` are the images' positions in the training split: they seed each example's
-    K = ``num_draws`` (timestep, noise) draws, so a shard gives the rows the whole split gives;
+    K = ``num_draws`` (timestep, noise) draws (``timesteps``: uniform | stratified,
+    :func:`stepattr.core.outputs.train_draws`), so a shard gives the rows the whole split gives;
     with ``conditioning`` (text-to-image) also each draw's caption, dropout included
     (:meth:`~stepattr.training.conditioning.CaptionConditioning.draw_states`).
     """
@@ -170,8 +172,9 @@ def train_features(
     for start in tqdm(starts, desc="train features", disable=not progress, mininterval=10):
         stop = min(start + batch_size, images.shape[0])
         ts, ns = train_draws(
-            seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps
-        )
+            seed, indices[start:stop], num_draws, images.shape[1:], num_train_timesteps,
+            timesteps,
+        )  # fmt: skip
         states = None
         if conditioning is not None:
             states = conditioning.draw_states(indices[start:stop], num_draws, seed)
@@ -216,3 +219,24 @@ def target_features(
         feats = featurizer(x0hat[rows, gi], ts, ns, mask, states=per_draw(states, rows, num_draws))
         out[start:stop, gi] = feats.float().cpu().numpy()
     return out
+
+
+def whole_loss_features(
+    features_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x0hat: np.ndarray,
+    final: np.ndarray,
+    step_features: np.ndarray,
+) -> np.ndarray:
+    """D-TRAK's whole-loss target features ``(N, 1, k)``: the features around x_0 at every
+    grid timestep (``final``, :meth:`~stepattr.targets.sets.TargetSets.at_final_image`),
+    averaged over the grid.
+
+    Scores are linear in target features, so scoring the average scores the loss averaged
+    over the grid's timesteps. ``features_of(rows, x0hat_rows)`` featurizes some targets at
+    every step; rows whose x0hat_t is already x_0 reuse ``step_features`` (N, G, k).
+    """
+    out = np.array(step_features, dtype=np.float32, copy=True)
+    moved = np.flatnonzero((x0hat != final).reshape(len(x0hat), -1).any(axis=1))
+    if len(moved):
+        out[moved] = features_of(moved, final[moved])
+    return out.mean(axis=1, keepdims=True)

@@ -31,10 +31,12 @@ from stepattr.trak.features import (
     shard_indices,
     target_features,
     train_features,
+    whole_loss_features,
 )
 from stepattr.trak.projectors import auto_choice, projection_seed
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import (
+    WHOLE_LOSS_VIEW,
     gather_shards,
     load_method_features,
     save_features,
@@ -118,6 +120,7 @@ def featurize_train_shard(
         int(attribution["batch_size"]),
         progress=True,
         conditioning=conditioning,
+        timesteps=attribution.get("train_timestep_draws", "uniform"),
     )
     info.update(
         side="train",
@@ -161,7 +164,7 @@ def featurize_target_set(
     model_dir: str | os.PathLike,
     targets_path: str | os.PathLike,
     target_set: str,
-    out_path: str | os.PathLike,
+    out_paths: Mapping[str, str | os.PathLike],
     model_id: str,
     output_function: str,
     projector: str,
@@ -169,37 +172,37 @@ def featurize_target_set(
     device: str,
     text_states: str | os.PathLike | None = None,
 ) -> None:
-    """Features ``(N, G, k)`` of one target set: f_t around x0hat at every grid step (under
-    each target's prompt for the text-to-image family)."""
+    """Features of one target set (under each target's prompt for the text-to-image family):
+    ``out_paths["features"]`` (N, G, k), f_t around x0hat at every grid step, and
+    ``out_paths["whole_loss"]`` (N, 1, k), D-TRAK's whole-loss features
+    (:func:`stepattr.trak.features.whole_loss_features`)."""
     featurizer, _, info = load_featurizer(
         model_dir, model_id, output_function, projector, attribution, device
     )
     targets = load_target_sets([targets_path], [target_set])
-    feats = target_features(
-        featurizer,
-        torch.from_numpy(targets.x0hat),
-        targets.target_id,
-        targets.grid.tolist(),
-        int(attribution["target_resamples"]),
-        int(attribution["seed"]),
-        int(attribution["batch_size"]),
-        progress=True,
-        states=prompt_states(targets, text_states),
-    )
-    info.update(
-        side="target",
-        target_set=target_set,
-        draws=int(attribution["target_resamples"]),
-        grid=targets.grid.tolist(),
-    )
-    save_features(out_path, feats, attribution.get("feature_dtype", "float32"), info)
+    states = prompt_states(targets, text_states)
+    draws, grid = int(attribution["target_resamples"]), targets.grid.tolist()
+
+    def features_of(rows: np.ndarray, x0hat: np.ndarray) -> np.ndarray:
+        return target_features(
+            featurizer, torch.from_numpy(x0hat), targets.target_id[rows], grid, draws,
+            int(attribution["seed"]), int(attribution["batch_size"]), progress=True,
+            states=None if states is None else states[torch.from_numpy(rows)],
+        )  # fmt: skip
+
+    feats = features_of(np.arange(len(targets.target_id)), targets.x0hat)
+    final = targets.at_final_image().x0hat
+    whole = whole_loss_features(features_of, targets.x0hat, final, feats)
+    info.update(side="target", target_set=target_set, draws=draws, grid=grid)
+    dtype = attribution.get("feature_dtype", "float32")
+    save_features(out_paths["features"], feats, dtype, info)
+    save_features(out_paths["whole_loss"], whole, dtype, {**info, "view": WHOLE_LOSS_VIEW})
 
 
 def score_method(
     method: str,
     models: Sequence[str],
-    train_paths: Sequence[str | os.PathLike],
-    target_paths: Sequence[str | os.PathLike],
+    feature_paths: Mapping[str, Sequence[str | os.PathLike]],
     target_files: Sequence[str | os.PathLike],
     target_sets: Sequence[str],
     lambda_path: str | os.PathLike,
@@ -207,27 +210,35 @@ def score_method(
     attribution: Mapping[str, Any],
     provenance: Mapping[str, Any],
 ) -> None:
-    """``scores.npy`` (targets, G, n_train), ``index.csv`` and ``meta.json`` of one method.
+    """``scores.npy`` (targets, G, n_train), ``whole_loss.npy`` (targets, n_train), ``index.csv``
+    and ``meta.json`` of one method, each protocol at its own held-out lambda.
 
-    ``target_paths`` is model-major: model c's target-set files in ``target_sets`` order.
+    ``feature_paths``: ``train_features`` per model, and ``target_features`` and
+    ``whole_loss_features`` model-major (model c's target-set files in ``target_sets`` order).
     """
-    if len(target_paths) != len(models) * len(target_sets) or len(train_paths) != len(models):
-        raise ValueError(
-            f"{len(train_paths)} train and {len(target_paths)} target feature files for "
-            f"{len(models)} models and target sets {list(target_sets)}"
-        )
+    train_paths = feature_paths["train_features"]
+    for key in ("target_features", "whole_loss_features"):
+        if len(feature_paths[key]) != len(models) * len(target_sets):
+            raise ValueError(
+                f"{len(feature_paths[key])} {key} files for {len(models)} models and target "
+                f"sets {list(target_sets)}"
+            )
+    if len(train_paths) != len(models):
+        raise ValueError(f"{len(train_paths)} train feature files for {len(models)} models")
     record = load_json(lambda_path)
-    if not isinstance(record, dict) or "lambda" not in record:
-        raise ValueError(f"{lambda_path}: expected a JSON object with key 'lambda'")
-    lam = float(record["lambda"])
-    train, target, identities = load_method_features(train_paths, target_paths)
+    if not isinstance(record, dict) or "lambda" not in record or "whole_loss" not in record:
+        raise ValueError(f"{lambda_path}: expected a JSON object with keys 'lambda', 'whole_loss'")
+    lam, whole_lam = float(record["lambda"]), float(record["whole_loss"]["lambda"])
+    train, target, identities = load_method_features(train_paths, feature_paths["target_features"])
+    _, whole_target, _ = load_method_features(train_paths, feature_paths["whole_loss_features"])
     targets = load_target_sets(target_files, target_sets)
     if target[0].shape[:2] != targets.x0hat.shape[:2]:
         raise ValueError(
             f"target features {target[0].shape} do not match the targets "
             f"{targets.x0hat.shape[:2]} of {list(map(str, target_files))}"
         )
-    log.info("scoring %s: %d models, lambda %g", method, len(models), lam)
+    log.info("scoring %s: %d models, lambda %g (whole loss: %g)", method, len(models), lam,
+             whole_lam)  # fmt: skip
     scores = trak_scores(train, target, lam)
     save_scores(
         outputs,
@@ -247,4 +258,5 @@ def score_method(
             "attribution": dict(attribution),
             **dict(provenance),
         },
+        whole_loss=trak_scores(train, whole_target, whole_lam)[:, 0],
     )

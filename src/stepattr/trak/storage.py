@@ -5,6 +5,10 @@ Scores: a directory ``scores/<method>/`` with ``scores.npy`` (rows, G, n_train) 
 by :func:`save_scores` (TRAK, baselines, patch scores) and read, memory-mapped and checked, by
 :func:`load_scores` (LDS tables, feature attribution, figures, counterfactual removals).
 
+Every method of the LDS tables also writes ``whole_loss.npy`` (rows, n_train) float32: its
+scores for D-TRAK's whole-loss protocol (the final image's loss averaged over the grid's
+timesteps, at that protocol's own held-out lambda or damping), read by :func:`load_whole_loss`.
+
 Features: ``.npy`` arrays with a ``.json`` record of how they were made.
 
 Each features file ``X.npy`` gets a sidecar ``X.json`` (the featurizer's ``describe()``: output
@@ -29,6 +33,7 @@ from stepattr.core.io import load_json, save_csv, save_json, save_npy
 
 FEATURE_DTYPES = ("float32", "float16")
 IDENTITY_KEYS = ("featurizer", "model_sha256")
+WHOLE_LOSS_VIEW = "x_0 at every grid timestep, averaged over the grid (D-TRAK's whole loss)"
 
 
 def info_path(features_path: str | os.PathLike) -> Path:
@@ -130,11 +135,31 @@ def save_scores(
     scores: np.ndarray,
     index: pd.DataFrame,
     meta: Mapping[str, Any],
+    whole_loss: np.ndarray | None = None,
 ) -> None:
-    """Write a score directory: ``paths["scores"]`` (.npy), ``["index"]`` (.csv), ``["meta"]``."""
+    """Write a score directory: ``paths["scores"]`` (.npy), ``["index"]`` (.csv), ``["meta"]``,
+    and ``["whole_loss"]`` (rows, n_train) where given (the methods of the LDS tables)."""
+    if whole_loss is not None:
+        if whole_loss.shape != (scores.shape[0], scores.shape[2]):
+            raise ValueError(
+                f"{paths['whole_loss']}: whole-loss scores {whole_loss.shape} do not match "
+                f"scores {scores.shape}"
+            )
+        save_npy(paths["whole_loss"], np.asarray(whole_loss, dtype=np.float32))
     save_npy(paths["scores"], scores)
     save_csv(paths["index"], index)
     save_json(paths["meta"], dict(meta))
+
+
+def load_whole_loss(path: str | os.PathLike, scores: np.ndarray) -> np.ndarray:
+    """A method's whole-loss scores (rows, n_train), checked against its ``scores.npy``."""
+    whole = np.load(path)
+    if whole.shape != (scores.shape[0], scores.shape[2]):
+        raise ValueError(
+            f"{path}: shape {whole.shape}, expected {(scores.shape[0], scores.shape[2])} "
+            "beside its scores.npy"
+        )
+    return whole
 
 
 def load_scores(
