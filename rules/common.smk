@@ -2,7 +2,7 @@
 # and feature files, resources. A stage's own helpers sit in rules/functions/<stage>.smk.
 # Rules call these helpers; no lambdas in rules.
 
-from stepattr.workflow.names import (
+from stepattr.core.names import (
     BASELINES,
     DATASET_SOURCES,
     LATENT_FAMILIES,
@@ -280,19 +280,19 @@ def attribution_methods():
     """TRAK methods of this run, one per attribution.output_functions: trak (loss), dtrak
     (square_norm), with a projector suffix where the projector changes the features; for
     attribution.projector, then each of attribution.compare_projectors (trak_factored, ...)."""
-    from stepattr.workflow.names import attribution_methods as methods_of
+    from stepattr.core.names import attribution_methods as methods_of
 
     return methods_of(config["attribution"])
 
 
 def method_output_function(wildcards):
-    from stepattr.workflow.names import parse_method, unsuffixed_projector
+    from stepattr.core.names import parse_method, unsuffixed_projector
 
     return parse_method(wildcards.method, unsuffixed_projector(config["attribution"]))[0]
 
 
 def method_projector(wildcards):
-    from stepattr.workflow.names import parse_method, unsuffixed_projector
+    from stepattr.core.names import parse_method, unsuffixed_projector
 
     return parse_method(wildcards.method, unsuffixed_projector(config["attribution"]))[1]
 

@@ -12,7 +12,7 @@ from tiny_models import TINY_UNET, killed_at_step
 
 from stepattr.core.diffusion import Schedule
 from stepattr.training.batched import BatchedDiffusionTrainer
-from stepattr.training.train import DiffusionTrainer
+from stepattr.training.recipe import DiffusionTrainer
 
 CPU = torch.device("cpu")
 # clipping active (tiny max norm), weight decay and EMA on: every per-model step is exercised
@@ -101,8 +101,8 @@ def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_th
     kill mid-run: the group's saved state resumes."""
     from stepattr.core.diffusion import load_model
     from stepattr.core.io import save_json, save_npz
+    from stepattr.training.jobs import train_and_save, train_group_and_save
     from stepattr.training.subsets import subset_masks
-    from stepattr.training.train import train_and_save, train_group_and_save
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8)

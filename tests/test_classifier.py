@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from stepattr.core.images import to_model_space
-from stepattr.transitions.classifier import (
+from stepattr.detectors.classifier import (
     ConvClassifier,
     architecture,
     embed,
@@ -84,7 +84,7 @@ def test_api_shapes_and_round_trip(trained, tmp_path):
     # the head applied to the embedding gives the probabilities: embed is the penultimate layer
     head = F.softmax(model.head(torch.from_numpy(emb)), dim=1).detach().numpy()
     np.testing.assert_allclose(head, proba, atol=1e-5)
-    from stepattr.transitions.classifier import save_classifier
+    from stepattr.detectors.classifier import save_classifier
 
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))
     loaded = load_classifier(tmp_path)
@@ -108,7 +108,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
 
 
 def test_corrupt_weights_named(trained, tmp_path):
-    from stepattr.transitions.classifier import save_classifier
+    from stepattr.detectors.classifier import save_classifier
 
     model, _ = trained
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))

@@ -17,7 +17,8 @@ from stepattr.core.diffusion import (
     unet_kwargs,
 )
 from stepattr.training.conditioning import CaptionConditioning
-from stepattr.training.train import DiffusionTrainer, train_diffusion
+from stepattr.training.recipe import DiffusionTrainer
+from stepattr.training.train import train_diffusion
 
 CPU = torch.device("cpu")
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],

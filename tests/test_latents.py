@@ -113,8 +113,8 @@ def test_atomic_dir_moves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
 
 
 def test_report_recomputes_error_and_classifier_accuracy(tmp_path: Path, digits) -> None:
+    from stepattr.detectors.classifier import ConvClassifier, predict_proba
     from stepattr.latents.report import autoencoder_report
-    from stepattr.transitions.classifier import ConvClassifier, predict_proba
 
     _, test = digits
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ from stepattr.core.outputs import output_value, train_draws
 from stepattr.pipeline.effect import label_distribution_table, pipeline_samples
 from stepattr.pipeline.export import export_lora, load_pipeline
 from stepattr.training.conditioning import CaptionConditioning
-from stepattr.training.train import DiffusionTrainer
+from stepattr.training.recipe import DiffusionTrainer
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
 from stepattr.workflow.configs import ConfigError, load_config, model_spec, resolve_pipeline
 

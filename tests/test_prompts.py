@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet, sample
+from stepattr.detectors.classifier import ConvClassifier, predict_proba
 from stepattr.latents.autoencoder import build_autoencoder
 from stepattr.targets.generate import check_targets
 from stepattr.targets.prompts import decode, prompt_following, prompt_latents, prompted_targets
-from stepattr.transitions.classifier import ConvClassifier, predict_proba
 from stepattr.transitions.curves import (
     PromptedCompletions,
     completion_generators,

@@ -15,14 +15,10 @@ from tiny_models import killed_at_step
 from stepattr.core.diffusion import Schedule, load_model, save_model, unet_kwargs
 from stepattr.core.io import save_json, save_npz
 from stepattr.core.seeds import derive_seed
+from stepattr.training.jobs import train_and_save
+from stepattr.training.recipe import BatchOrder, DiffusionTrainer, ema_decay_at
 from stepattr.training.subsets import subset_masks, subset_model_seed, subset_size, subset_table
-from stepattr.training.train import (
-    BatchOrder,
-    DiffusionTrainer,
-    ema_decay_at,
-    train_and_save,
-    train_diffusion,
-)
+from stepattr.training.train import train_diffusion
 from stepattr.workflow.checks import ConfigError, check_config
 from stepattr.workflow.configs import load_config
 
@@ -288,7 +284,7 @@ def test_mismatched_checkpoint_is_an_error_naming_it(ci_config, tmp_path):
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_zero():
-    from stepattr.training.train import learning_rate_at
+    from stepattr.training.recipe import learning_rate_at
 
     cfg = {"lr": 0.01, "warmup_steps": 10}
     assert learning_rate_at(cfg, 0, None) == pytest.approx(0.001)

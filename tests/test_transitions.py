@@ -13,13 +13,15 @@ import torch
 from tiny_models import TINY_UNET
 
 from stepattr.core.diffusion import Schedule, build_unet
-from stepattr.transitions.classifier import architecture, save_classifier, train_classifier
-from stepattr.transitions.clip_detector import (
+from stepattr.detectors.classifier import architecture, save_classifier, train_classifier
+from stepattr.detectors.clip import (
     ClipUnavailable,
     cached_pretrained_file,
     clip_prompts,
     load_clip,
 )
+from stepattr.detectors.detector import Detector, load_detector
+from stepattr.detectors.wilson import wilson_interval
 from stepattr.transitions.curves import (
     CURVE_COLUMNS,
     completion_classes,
@@ -28,9 +30,7 @@ from stepattr.transitions.curves import (
     sample_completions,
     steepest_rise,
     target_features,
-    wilson_interval,
 )
-from stepattr.transitions.detectors import Detector, load_detector
 from stepattr.transitions.feature_attribution import (
     influencer_fractions,
     phase_steps,

@@ -6,7 +6,7 @@ INFLUENCE = f"{OUT}/influence"
 
 def influence_methods():
     """K-FAC / EK-FAC methods of this run: influence.methods x attribution.output_functions."""
-    from stepattr.workflow.names import influence_methods as methods_of
+    from stepattr.core.names import influence_methods as methods_of
 
     return methods_of(config)
 
@@ -17,7 +17,7 @@ def influence_outputs():
 
 
 def influence_output_function(wildcards):
-    from stepattr.workflow.names import parse_influence_method
+    from stepattr.core.names import parse_influence_method
 
     return parse_influence_method(wildcards.method)[1]
 

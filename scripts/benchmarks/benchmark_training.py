@@ -1,6 +1,6 @@
 """Training img/s and sampling steps/s of a config's UNet on this machine's device.
 
-Standalone (not a rule): runs the workflow's own training step (stepattr.training.train) and
+Standalone (not a rule): runs the workflow's own training step (stepattr.training.recipe) and
 ancestral sampler (stepattr.core.diffusion.sample) on random images of the config's shape, prints
 the figures and appends them to results/benchmarks/training.csv (+ one JSON per run).
 
@@ -30,7 +30,7 @@ import torch
 from stepattr.core.diffusion import Schedule, resolve_device, sample
 from stepattr.core.images import to_model_space
 from stepattr.core.io import save_csv, save_json
-from stepattr.training.train import DiffusionTrainer, use_compile
+from stepattr.training.recipe import DiffusionTrainer, use_compile
 from stepattr.workflow.configs import load_config
 
 

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import save_csv  # noqa: E402
 from stepattr.counterfactual.removal import evaluate_removal_model  # noqa: E402
-from stepattr.transitions.detectors import load_detector  # noqa: E402
+from stepattr.detectors.detector import load_detector  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 device = resolve_device(smk.params.device)

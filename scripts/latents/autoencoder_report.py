@@ -9,10 +9,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
+from stepattr.core.provenance import describe_config  # noqa: E402
+from stepattr.detectors.classifier import load_classifier  # noqa: E402
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder  # noqa: E402
 from stepattr.latents.report import autoencoder_report  # noqa: E402
-from stepattr.transitions.classifier import load_classifier  # noqa: E402
-from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 device = resolve_device(smk.params.device)

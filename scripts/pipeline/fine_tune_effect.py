@@ -13,11 +13,11 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
 from stepattr.core.images import load_split, save_image_grid, to_uint8  # noqa: E402
 from stepattr.core.io import save_csv, save_text  # noqa: E402
+from stepattr.core.provenance import describe_config  # noqa: E402
+from stepattr.detectors.classifier import load_classifier  # noqa: E402
 from stepattr.pipeline.effect import fine_tune_effect  # noqa: E402
 from stepattr.pipeline.export import load_pipeline  # noqa: E402
 from stepattr.text.encoder import token_ids  # noqa: E402
-from stepattr.transitions.classifier import load_classifier  # noqa: E402
-from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

@@ -13,6 +13,7 @@ import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import atomic_path, save_csv, save_text  # noqa: E402
+from stepattr.core.provenance import describe_config  # noqa: E402
 from stepattr.pipeline.export import load_pipeline  # noqa: E402
 from stepattr.pipeline.figure import pipeline_transitions_figure  # noqa: E402
 from stepattr.pipeline.transitions import (  # noqa: E402
@@ -23,7 +24,6 @@ from stepattr.pipeline.transitions import (  # noqa: E402
     pipeline_transitions,
     summary_rows,
 )
-from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

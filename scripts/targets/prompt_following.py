@@ -12,11 +12,11 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
 from stepattr.core.images import save_image_grid, to_uint8  # noqa: E402
 from stepattr.core.io import save_csv, save_text  # noqa: E402
+from stepattr.core.provenance import describe_config  # noqa: E402
+from stepattr.detectors.classifier import load_classifier  # noqa: E402
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.targets.prompts import prompt_following  # noqa: E402
 from stepattr.text.encoder import load_text_states  # noqa: E402
-from stepattr.transitions.classifier import load_classifier  # noqa: E402
-from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

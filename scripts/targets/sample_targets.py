@@ -11,11 +11,11 @@ import torch  # noqa: E402
 
 from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
 from stepattr.core.images import load_split  # noqa: E402
+from stepattr.core.names import LATENT_FAMILIES  # noqa: E402
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.targets.generate import generated_targets, save_grid_png, save_targets  # noqa: E402
 from stepattr.targets.prompts import prompted_targets  # noqa: E402
 from stepattr.text.encoder import load_text_states  # noqa: E402
-from stepattr.workflow.names import LATENT_FAMILIES  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

@@ -1,4 +1,4 @@
-"""Rules train and retrain: one DDPM model -> {MODELS}/{model_id}/ (stepattr.training.train)."""
+"""Rules train and retrain: one DDPM model -> {MODELS}/{model_id}/ (stepattr.training.jobs)."""
 
 from stepattr.workflow.script import start
 
@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
-from stepattr.training.train import train_and_save  # noqa: E402
+from stepattr.training.jobs import train_and_save  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

@@ -1,5 +1,5 @@
 """Rules retrain_group_*: G subset models of one seed trained together -> {MODELS}/subset_*/
-(stepattr.training.train.train_group_and_save)."""
+(stepattr.training.jobs.train_group_and_save)."""
 
 from stepattr.workflow.script import start
 
@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
-from stepattr.training.train import train_group_and_save  # noqa: E402
+from stepattr.training.jobs import train_group_and_save  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 p = smk.params

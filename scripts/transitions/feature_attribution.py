@@ -6,6 +6,7 @@ smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
 from stepattr.core.images import load_split  # noqa: E402
 from stepattr.core.io import save_csv, save_text, sha256_file  # noqa: E402
+from stepattr.core.provenance import describe_config  # noqa: E402
 from stepattr.trak.storage import load_scores  # noqa: E402
 from stepattr.transitions.feature_attribution import (  # noqa: E402
     influencer_fractions,
@@ -13,7 +14,6 @@ from stepattr.transitions.feature_attribution import (  # noqa: E402
     markdown_report,
     summarize,
 )
-from stepattr.workflow.provenance import describe_config  # noqa: E402
 
 cfg = smk.params.transitions
 scores, index, grid, meta = load_scores(smk.input.scores, smk.input.index, smk.input.meta)

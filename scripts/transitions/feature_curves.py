@@ -11,10 +11,10 @@ import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import save_csv  # noqa: E402
+from stepattr.core.names import LATENT_FAMILIES  # noqa: E402
+from stepattr.detectors.detector import load_detector  # noqa: E402
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
 from stepattr.transitions.curves import feature_curves, prompted_completions  # noqa: E402
-from stepattr.transitions.detectors import load_detector  # noqa: E402
-from stepattr.workflow.names import LATENT_FAMILIES  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 device = resolve_device(smk.params.device)

@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from stepattr.core.diffusion import resolve_device  # noqa: E402
-from stepattr.transitions.classifier import train_and_save_classifier  # noqa: E402
+from stepattr.detectors.classifier import train_and_save_classifier  # noqa: E402
 
 torch.set_num_threads(smk.threads)
 metrics = train_and_save_classifier(

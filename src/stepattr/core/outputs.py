@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import add_noise
-from stepattr.workflow.names import METHOD_OUTPUT_FUNCTIONS
+from stepattr.core.names import METHOD_OUTPUT_FUNCTIONS
 
 OUTPUT_FUNCTIONS = tuple(METHOD_OUTPUT_FUNCTIONS.values())
 

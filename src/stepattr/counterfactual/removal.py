@@ -44,13 +44,13 @@ from tqdm.auto import tqdm
 from stepattr.core.diffusion import eps_model, load_model
 from stepattr.core.images import load_split
 from stepattr.core.io import save_csv
+from stepattr.core.names import REMOVAL_RULES
 from stepattr.core.outputs import step_losses
 from stepattr.core.seeds import RANDOM_REMOVAL, numpy_rng
+from stepattr.detectors.detector import Detector
 from stepattr.training.subsets import save_masks
 from stepattr.trak.storage import load_scores, score_row
 from stepattr.transitions.curves import load_targets, sample_completions, target_features
-from stepattr.transitions.detectors import Detector
-from stepattr.workflow.names import REMOVAL_RULES
 
 PAIR_COLUMNS = ["pair", "target_id", "step", "t_low"]
 REMOVAL_COLUMNS = ["rank", "train_index", "label", "score", "trak_score"]

@@ -45,10 +45,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import add_noise, eps_model
+from stepattr.core.names import INFLUENCE_VARIANTS
 from stepattr.core.outputs import OUTPUT_FUNCTIONS, output_value, train_draws
 from stepattr.core.seeds import derive_seed
 from stepattr.trak.factored import watch_gradient
-from stepattr.workflow.names import INFLUENCE_VARIANTS
 
 KRONECKER_MODULES = (nn.Conv2d, nn.Linear)
 VARIANTS = tuple(INFLUENCE_VARIANTS)

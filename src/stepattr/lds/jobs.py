@@ -38,10 +38,10 @@ def image_embedder(
     CLIP's image tower where ``clip.weights`` load; otherwise (no weights, or not cached) the
     workflow classifier's penultimate layer. The name says which, for the tables.
     """
-    from stepattr.transitions.classifier import embed, load_classifier
+    from stepattr.detectors.classifier import embed, load_classifier
 
     if clip_cfg.get("weights") is not None:
-        from stepattr.transitions.clip_detector import ClipUnavailable, load_clip
+        from stepattr.detectors.clip import ClipUnavailable, load_clip
 
         try:
             clip = load_clip(clip_cfg, class_names, device=device)

@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.seeds import FINE_TUNE_EFFECT, derive_seed
-from stepattr.transitions.classifier import predict_proba
-from stepattr.transitions.curves import wilson_interval
+from stepattr.detectors.classifier import predict_proba
+from stepattr.detectors.wilson import wilson_interval
 
 SETS = ("base", "fine_tuned")
 

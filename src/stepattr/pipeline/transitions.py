@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from stepattr.core.seeds import PIPELINE_TRANSITIONS, derive_seed
+from stepattr.detectors.wilson import wilson_interval
 from stepattr.text.encoder import projected, token_ids
-from stepattr.transitions.curves import interval_table, wilson_interval
+from stepattr.transitions.curves import interval_table
 
 CURVE_COLUMNS = [
     "prompt_id", "prompt", "trajectory", "feature", "value", "grid_step", "step", "p",

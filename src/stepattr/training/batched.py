@@ -23,7 +23,7 @@ from torch.func import functional_call, vmap
 
 from stepattr.core.diffusion import Schedule, add_noise, build_unet, use_plain_attention
 from stepattr.core.seeds import MODEL_INIT, TRAIN_STEP, derive_seed
-from stepattr.training.train import BatchOrder, ema_decay_at, learning_rate_at
+from stepattr.training.recipe import BatchOrder, ema_decay_at, learning_rate_at
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, which DiffusionTrainer uses
 ADAM_EPS = 1e-8

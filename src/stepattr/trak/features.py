@@ -8,7 +8,7 @@ The featurizer is a strategy: anything with ``dim``, ``__call__(x0, timesteps, n
 plugs in through :func:`make_featurizer` and reuses the drivers below: implement the protocol
 in its own module, return it from :func:`make_featurizer` for its ``attribution.projector``
 name, and its methods get their name suffix from
-:data:`stepattr.workflow.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
+:data:`stepattr.core.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
 
 The drivers draw the random (timestep, noise) pairs per example from
 :mod:`stepattr.core.outputs` (seeded by example, never by batch), so features do not depend on the

@@ -16,6 +16,7 @@ import yaml
 
 from stepattr.core.diffusion import Schedule, build_unet, check_model_config
 from stepattr.core.lora import check_lora
+from stepattr.core.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 from stepattr.datasets.image_folder import EXTENSIONS as IMAGE_EXTENSIONS
 from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
@@ -26,7 +27,6 @@ from stepattr.workflow.configs import (
     resolve_pipeline,
     validate_config,
 )
-from stepattr.workflow.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

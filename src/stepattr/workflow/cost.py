@@ -187,7 +187,7 @@ def job_seconds(
     None for rules too light to model (tables, figures, data preparation). ``projector``:
     of a featurization job (default: the mean over the run's projectors)."""
     if projector is None and rule in ("featurize_train", "featurize_targets"):
-        from stepattr.workflow.names import attribution_projectors
+        from stepattr.core.names import attribution_projectors
 
         projectors = attribution_projectors(cfg["attribution"])
         costs = [job_seconds(cfg, rule, device, name) for name in projectors]
