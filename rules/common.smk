@@ -141,7 +141,7 @@ def all_outputs():
 
 
 def text_to_image_outputs():
-    """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
+    """What the text-to-image family builds so far: its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
     targets, TRAK scores, the LDS tables and figure, the feature transitions (where the
     images have classes to detect), the influencer figures, the explorer page, and its parts

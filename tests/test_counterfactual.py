@@ -15,7 +15,7 @@ from tiny_models import TINY_UNET
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, sample, save_model, unet_kwargs
 from stepattr.core.names import SCORE_FILES, parse_removed_model_id, removed_model_id
-from stepattr.core.outputs import output_value, target_draws
+from stepattr.core.output_functions import output_value, target_draws
 from stepattr.counterfactual.removal import (
     IntervalModel,
     evaluate_removal_model,

@@ -16,7 +16,7 @@ from stepattr.core.names import (
     parse_influence_method,
     subset_model_id,
 )
-from stepattr.core.outputs import target_draws, train_draws
+from stepattr.core.output_functions import target_draws, train_draws
 from stepattr.influence.jobs import method_scores
 from stepattr.influence.kfac import (
     RotatedGradients,

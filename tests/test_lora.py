@@ -17,9 +17,9 @@ from tiny_models import tiny_pipeline
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, load_model, save_model
 from stepattr.core.lora import LORA_KEY, lora_state_dict
-from stepattr.core.outputs import output_value, train_draws
-from stepattr.pipeline.effect import label_distribution_table, pipeline_samples
-from stepattr.pipeline.export import export_lora, load_pipeline
+from stepattr.core.output_functions import output_value, train_draws
+from stepattr.stable_diffusion.effect import label_distribution_table, pipeline_samples
+from stepattr.stable_diffusion.export import export_lora, load_pipeline
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.training.recipe import DiffusionTrainer
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model

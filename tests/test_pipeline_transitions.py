@@ -1,4 +1,4 @@
-"""The pretrained pipeline's feature transitions (stepattr.pipeline.transitions).
+"""The pretrained pipeline's feature transitions (stepattr.stable_diffusion.pretrained_curves).
 
 A plumbing test: a tiny StableDiffusionPipeline and a tiny CLIP with random weights, built
 here; the sampler is checked against diffusers' own pipeline call, the detector against
@@ -14,9 +14,9 @@ import pytest
 import torch
 from tiny_models import tiny_pipeline
 
-from stepattr.pipeline.export import load_pipeline
-from stepattr.pipeline.figure import pipeline_transitions_figure
-from stepattr.pipeline.transitions import (
+from stepattr.stable_diffusion.export import load_pipeline
+from stepattr.stable_diffusion.figure import pipeline_transitions_figure
+from stepattr.stable_diffusion.pretrained_curves import (
     AncestralSampler,
     Feature,
     check_prompts,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
 from stepattr.core.io import load_json, save_json
 from stepattr.core.names import attribution_methods, method_name, parse_method
-from stepattr.core.outputs import output_value, target_draws, train_draws
+from stepattr.core.output_functions import output_value, target_draws, train_draws
 from stepattr.trak.features import (
     GradientFeaturizer,
     make_featurizer,

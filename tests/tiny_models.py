@@ -69,7 +69,7 @@ def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
 
 def tiny_pipeline(root: Path) -> Path:
     """A StableDiffusionPipeline folder ``root``/pipeline of :func:`tiny_parts`."""
-    from stepattr.pipeline.export import assemble_pipeline, save_pipeline
+    from stepattr.stable_diffusion.export import assemble_pipeline, save_pipeline
 
     parts = tiny_parts(root / "parts")
     pipeline = assemble_pipeline(parts / "unet", parts / "vae", parts / "text", 0.5)

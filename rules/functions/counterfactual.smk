@@ -2,7 +2,7 @@
 
 
 def counterfactual_outputs():
-    """Table and figure of the removal-and-retrain check (issue: counterfactual check)."""
+    """Table and figure of the removal-and-retrain check."""
     return [f"{TABLES}/counterfactual.csv", f"{TABLES}/counterfactual.md", f"{FIGURES}/counterfactual.png"]
 
 

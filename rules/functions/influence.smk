@@ -12,7 +12,7 @@ def influence_methods():
 
 
 def influence_outputs():
-    """Score directories of the influence methods (issue: EK-FAC influence)."""
+    """Score directories of the influence methods."""
     return [path for m in influence_methods() for path in score_files(m).values()]
 
 

@@ -22,7 +22,7 @@ def featurize_settings():
 
 
 def featurize_outputs():
-    """TRAK features and scores (issue: per-step TRAK featurization)."""
+    """TRAK features and scores."""
     return [path for m in attribution_methods() for path in score_files(m).values()]
 
 

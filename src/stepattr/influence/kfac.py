@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import add_noise, eps_model
 from stepattr.core.names import INFLUENCE_VARIANTS
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, output_value, train_draws
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, output_value, train_draws
 from stepattr.core.seeds import derive_seed
 from stepattr.trak.factored import watch_gradient
 
@@ -206,8 +206,8 @@ def gauss_newton_passes(
     """Backpropagate ``<eps_hat_r, xi_r>`` for every draw r of every training image, handing
     the layers' rows to ``consume``; returns the number of rows (images x draws).
 
-    The draws are the training draws of :mod:`stepattr.core.outputs` (seeded by example), so
-    fitting on a shard or another batch size gives the same rows.
+    The draws are the training draws of :mod:`stepattr.core.output_functions` (seeded by
+    example), so fitting on a shard or another batch size gives the same rows.
     """
     param = next(model.parameters())
     eps = eps_model(model.eval())

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stepattr.core.diffusion import eps_model
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, output_value
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, output_value
 from stepattr.core.seeds import derive_seed
 from stepattr.trak.gradients import num_parameters, parameter_names
 from stepattr.trak.projectors import TorchProjector

@@ -11,8 +11,8 @@ name, and its methods get their name suffix from
 :data:`stepattr.core.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
 
 The drivers draw the random (timestep, noise) pairs per example from
-:mod:`stepattr.core.outputs` (seeded by example, never by batch), so features do not depend on the
-batch size or on how the training set is sharded, and every model sees the same draws.
+:mod:`stepattr.core.output_functions` (seeded by example, never by batch), so features do not
+depend on the batch size or on how the training set is sharded, and every model sees the same draws.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, load_model, sample
+from stepattr.core.seeds import derive_seed
 from stepattr.detectors.detector import Detector
 from stepattr.detectors.wilson import wilson_interval
 
@@ -54,11 +55,10 @@ def completion_generators(seed: int, target_id: int, step: int, n: int) -> list[
     A completion thus depends on nothing but its own coordinates: not on the batch it runs
     in, nor on how many completions are drawn.
     """
-    gens = []
-    for j in range(n):
-        state = np.random.SeedSequence([seed, target_id, step, j]).generate_state(2, np.uint32)
-        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return gens
+    return [
+        torch.Generator().manual_seed(derive_seed(seed, target_id, step, j, bits=64))
+        for j in range(n)
+    ]
 
 
 def sample_completions(

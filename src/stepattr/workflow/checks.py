@@ -147,7 +147,7 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"family = {cfg['family']} needs sampling.prompts: its targets are sampled from them"
         )
-    # parts of issue #17 still to come: refused by name rather than run half-way
+    # parts of the text-to-image family still to come: refused by name rather than run half-way
     if cfg["sampling"].get("num_validation", 0):
         raise ConfigError(
             f"family = {cfg['family']} has no validation targets yet: "

@@ -1,6 +1,6 @@
 """Rule fine_tune_effect: samples of the pipeline's base UNet and of full_0 (base + LoRA) from
 the same noises, classified -> tables/fine_tune_effect.{csv,md}, figures/fine_tune_effect.png
-(stepattr.pipeline.effect)."""
+(stepattr.stable_diffusion.effect)."""
 
 from stepattr.workflow.script import start
 
@@ -15,8 +15,8 @@ from stepattr.core.images import load_split, save_image_grid, to_uint8  # noqa: 
 from stepattr.core.io import save_csv, save_text  # noqa: E402
 from stepattr.core.provenance import describe_config  # noqa: E402
 from stepattr.detectors.classifier import load_classifier  # noqa: E402
-from stepattr.pipeline.effect import fine_tune_effect  # noqa: E402
-from stepattr.pipeline.export import load_pipeline  # noqa: E402
+from stepattr.stable_diffusion.effect import fine_tune_effect  # noqa: E402
+from stepattr.stable_diffusion.export import load_pipeline  # noqa: E402
 from stepattr.text.encoder import token_ids  # noqa: E402
 
 torch.set_num_threads(smk.threads)

@@ -1,5 +1,5 @@
 """Rule export_lora: full_0's LoRA adapters in diffusers' format, checked to load as full_0
--> {OUT}/pipeline/lora/pytorch_lora_weights.safetensors (stepattr.pipeline.export)."""
+-> {OUT}/pipeline/lora/pytorch_lora_weights.safetensors (stepattr.stable_diffusion.export)."""
 
 from stepattr.workflow.script import start
 
@@ -7,7 +7,7 @@ smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
 from pathlib import Path  # noqa: E402
 
-from stepattr.pipeline.export import export_lora  # noqa: E402
+from stepattr.stable_diffusion.export import export_lora  # noqa: E402
 
 folder = Path(smk.output.weights).parent
 diff = export_lora(Path(smk.input.model).parent, folder)

@@ -8,7 +8,7 @@ smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 from pathlib import Path  # noqa: E402
 
 from stepattr.latents.autoencoder import autoencoder_source, load_latents  # noqa: E402
-from stepattr.pipeline.export import assemble_pipeline, save_pipeline  # noqa: E402
+from stepattr.stable_diffusion.export import assemble_pipeline, save_pipeline  # noqa: E402
 from stepattr.text.encoder import text_encoder_source  # noqa: E402
 
 p = smk.params

@@ -1,7 +1,7 @@
 """Rule pipeline_transitions: the pretrained pipeline's trajectories completed from each grid
 step and read by a CLIP zero-shot detector -> {outdir}/pipeline_transitions/curves.csv,
 intervals.csv, tables/pipeline_transitions.md, figures/pipeline_transitions.png
-(stepattr.pipeline.transitions)."""
+(stepattr.stable_diffusion.pretrained_curves)."""
 
 from stepattr.workflow.script import start
 
@@ -14,9 +14,9 @@ import torch  # noqa: E402
 from stepattr.core.diffusion import resolve_device  # noqa: E402
 from stepattr.core.io import atomic_path, save_csv, save_text  # noqa: E402
 from stepattr.core.provenance import describe_config  # noqa: E402
-from stepattr.pipeline.export import load_pipeline  # noqa: E402
-from stepattr.pipeline.figure import pipeline_transitions_figure  # noqa: E402
-from stepattr.pipeline.transitions import (  # noqa: E402
+from stepattr.stable_diffusion.export import load_pipeline  # noqa: E402
+from stepattr.stable_diffusion.figure import pipeline_transitions_figure  # noqa: E402
+from stepattr.stable_diffusion.pretrained_curves import (  # noqa: E402
     check_prompts,
     features_from_config,
     interval_rows,

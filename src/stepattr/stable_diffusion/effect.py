@@ -23,8 +23,6 @@ from stepattr.core.seeds import FINE_TUNE_EFFECT, derive_seed
 from stepattr.detectors.classifier import predict_proba
 from stepattr.detectors.wilson import wilson_interval
 
-SETS = ("base", "fine_tuned")
-
 
 def pipeline_samples(
     pipeline: Any,
