@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stepattr.core.diffusion import Schedule, save_model, unet_kwargs
+from stepattr.core.diffusion import Schedule, resolve_device, save_model, unet_kwargs
 from stepattr.core.images import load_split
 from stepattr.core.io import save_csv, sha256_file
 from stepattr.core.lora import is_lora_spec
 from stepattr.latents.autoencoder import load_latents
 from stepattr.training.conditioning import caption_conditioning
-from stepattr.training.subsets import load_subset_row
+from stepattr.training.subsets import load_subset_row, save_masks, subset_masks, subset_table
 from stepattr.training.train import train_diffusion
 
 
@@ -184,3 +184,62 @@ def train_group_and_save(
             images.shape[1:3], info,
         )  # fmt: skip
     Path(state_path).unlink(missing_ok=True)
+
+
+def run_make_subsets(smk: Any) -> None:
+    """Rule make_subsets: subset matrix + table -> {OUT}/subsets/ (stepattr.training.subsets)."""
+    p = smk.params
+    _, labels, _ = load_split(smk.input.train)
+    masks = subset_masks(len(labels), p.scored, p.heldout, p.alpha, p.seed)
+    save_masks(smk.output.masks, masks)
+    save_csv(smk.output.table, subset_table(masks, p.scored, p.seed))
+    print(
+        f"{len(masks)} subsets ({p.scored} scored, {p.heldout} held out) "
+        f"of {masks[0].sum()} examples"
+    )
+
+
+def run_train(smk: Any) -> None:
+    """Rules train and retrain: one DDPM model -> {MODELS}/{model_id}/ (stepattr.training.jobs)."""
+    torch.set_num_threads(smk.threads)
+    p = smk.params
+    train_and_save(
+        train_split=smk.input.train,
+        manifest=smk.input.manifest,
+        masks=smk.input.get("masks"),
+        out_dir=Path(smk.output.model).parent,
+        state_path=p.state,
+        model_cfg=dict(p.model),
+        train_cfg=dict(p.train),
+        diffusion_cfg=dict(p.diffusion),
+        model_id=p.model_id,
+        seed=int(p.seed),
+        steps=int(p.steps),
+        subset_row=p.subset_row,
+        shared_batches=bool(p.get("shared_batches", False)),
+        device=resolve_device(p.device),
+        latents=smk.input.get("latents"),
+        text_states=smk.input.get("text_states"),
+    )
+
+
+def run_train_group(smk: Any) -> None:
+    """Rules retrain_group_*: G subset models of one seed trained together -> {MODELS}/subset_*/
+    (stepattr.training.jobs.train_group_and_save)."""
+    torch.set_num_threads(smk.threads)
+    p = smk.params
+    train_group_and_save(
+        train_split=smk.input.train,
+        manifest=smk.input.manifest,
+        masks=smk.input.masks,
+        out_dirs=[Path(smk.output[0]).parent.parent / model_id for model_id in p.model_ids],
+        state_path=p.state,
+        model_cfg=dict(p.model),
+        train_cfg=dict(p.train),
+        diffusion_cfg=dict(p.diffusion),
+        model_ids=list(p.model_ids),
+        seed=int(p.seed),
+        steps=int(p.steps),
+        subset_rows=[int(r) for r in p.subset_rows],
+        device=resolve_device(p.device),
+    )
