@@ -38,11 +38,7 @@ def influence_score_inputs(wildcards):
 
 
 def influence_mem_mb():
-    """Host memory of a scoring job: the rotated target gradients (targets x steps x p, float32)
-    and one batch of training gradients per (variant, damping), plus torch."""
-    from stepattr.workflow.cost import set_sizes
+    """Host memory of an influence scoring job (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
 
-    queries = sum(set_sizes(config).values()) * len(config["sampling"]["grid"])
-    p = num_unet_parameters()
-    batch = config["influence"]["batch_size"]
-    return int(torch_mem_mb(batch) + 4 * p * (2 * queries + 3 * batch) / 1e6)
+    return cost.influence_mem_mb(config)
