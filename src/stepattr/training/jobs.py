@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from stepattr.core.io import save_csv, sha256_file
 from stepattr.core.lora import is_lora_spec
 from stepattr.latents.autoencoder import load_latents
 from stepattr.training.conditioning import caption_conditioning
+from stepattr.training.recipe import TrainSettings
 from stepattr.training.subsets import load_subset_row, save_masks, subset_masks, subset_table
 from stepattr.training.train import train_diffusion
 
@@ -31,7 +33,7 @@ def _model_info(
     shared_batches: bool,
     num_train_images: int,
     manifest: str | os.PathLike,
-    train_cfg: Mapping[str, Any],
+    train: TrainSettings,
     device: torch.device,
     resumed_from: int,
     ema: bool,
@@ -46,7 +48,7 @@ def _model_info(
         "shared_batches": shared_batches,
         "num_train_images": int(num_train_images),
         "dataset_manifest_sha256": sha256_file(manifest),
-        "train": dict(train_cfg),
+        "train": asdict(train),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "resumed_from_step": resumed_from,
@@ -82,7 +84,7 @@ def train_and_save(
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
     model_cfg: Mapping[str, Any],
-    train_cfg: Mapping[str, Any],
+    train: TrainSettings,
     diffusion_cfg: Mapping[str, Any],
     model_id: str,
     seed: int,
@@ -108,7 +110,7 @@ def train_and_save(
     conditioning = None
     if latents is not None:
         images = load_latents(latents)[0]
-        dropout = float(train_cfg.get("caption_dropout", 0.0))
+        dropout = train.caption_dropout
         conditioning = caption_conditioning(train_split, text_states, dropout, seed)
     subset_size, keep = None, None
     if subset_row is not None:
@@ -122,13 +124,13 @@ def train_and_save(
             images = images[mask]
     schedule = Schedule.from_config(diffusion_cfg)
     result = train_diffusion(
-        images, model_cfg, train_cfg, schedule,
+        images, model_cfg, train, schedule,
         seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
         progress=progress, conditioning=conditioning,
     )  # fmt: skip
     info = _model_info(
         model_id, seed, steps, subset_row, subset_size, keep is not None,
-        subset_size if subset_size is not None else len(images), manifest, train_cfg, device,
+        subset_size if subset_size is not None else len(images), manifest, train, device,
         result.resumed_from, result.trainer.ema is not None,
     )  # fmt: skip
     cross = conditioning.cross_attention_dim if conditioning is not None else None
@@ -146,7 +148,7 @@ def train_group_and_save(
     out_dirs: Sequence[str | os.PathLike],
     state_path: str | os.PathLike,
     model_cfg: Mapping[str, Any],
-    train_cfg: Mapping[str, Any],
+    train: TrainSettings,
     diffusion_cfg: Mapping[str, Any],
     model_ids: Sequence[str],
     seed: int,
@@ -167,7 +169,7 @@ def train_group_and_save(
     keep = np.stack([load_subset_row(masks, int(row), len(images)) for row in subset_rows])
     schedule = Schedule.from_config(diffusion_cfg)
     result = train_diffusion(
-        images, model_cfg, train_cfg, schedule,
+        images, model_cfg, train, schedule,
         seed=seed, steps=steps, device=device, keep=keep, state_path=state_path,
         progress=progress,
     )  # fmt: skip
@@ -177,7 +179,7 @@ def train_group_and_save(
     ):
         info = _model_info(
             model_id, seed, steps, int(row), int(keep[g].sum()), True, int(keep[g].sum()),
-            manifest, train_cfg, device, result.resumed_from, trainer.use_ema,
+            manifest, train, device, result.resumed_from, trainer.use_ema,
         ) | {"batched_group": [str(m) for m in model_ids]}  # fmt: skip
         _save_trained(
             out_dir, trainer.model(g), result.loss_frames[g], model_cfg, schedule,
@@ -210,7 +212,7 @@ def run_train(smk: Any) -> None:
         out_dir=Path(smk.output.model).parent,
         state_path=p.state,
         model_cfg=dict(p.model),
-        train_cfg=dict(p.train),
+        train=TrainSettings.from_config(p.train),
         diffusion_cfg=dict(p.diffusion),
         model_id=p.model_id,
         seed=int(p.seed),
@@ -235,7 +237,7 @@ def run_train_group(smk: Any) -> None:
         out_dirs=[Path(smk.output[0]).parent.parent / model_id for model_id in p.model_ids],
         state_path=p.state,
         model_cfg=dict(p.model),
-        train_cfg=dict(p.train),
+        train=TrainSettings.from_config(p.train),
         diffusion_cfg=dict(p.diffusion),
         model_ids=list(p.model_ids),
         seed=int(p.seed),

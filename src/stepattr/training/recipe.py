@@ -31,7 +31,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from stepattr.core.diffusion import Schedule, add_noise, build_unet
 from stepattr.core.io import atomic_path
 from stepattr.core.seeds import DATA_ORDER, MODEL_INIT, TRAIN_STEP, derive_seed, numpy_rng
+from stepattr.core.settings import settings_from
 from stepattr.training.conditioning import CaptionConditioning
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,40 @@ SMOOTHING = 0.98  # per-step decay of the smoothed loss column
 MAX_LOG_ROWS = 1000
 # Train-config keys that change how a job runs but not the weights it produces.
 RUNTIME_KEYS = ("threads", "checkpoint_every", "compile")
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section (config/schema.yaml), typed and checked once where a job starts:
+    the trainers read fields, never the mapping. Defaults: the schema's."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    caption_dropout: float = 0.1
+    checkpoint_every: int = 500
+    threads: int = 1
+    compile: str | bool = "auto"
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TrainSettings:
+        """The settings of a ``train`` section; raises on an unknown key or schedule."""
+        settings = settings_from(cls, section, "train")
+        if settings.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}")
+        return settings
+
+    def recipe(self) -> dict[str, Any]:
+        """What determines the weights (the runtime keys left out): the resume fingerprint."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_KEYS}
 
 
 class BatchOrder:
@@ -93,17 +128,17 @@ def ema_decay_at(decay: float, step: int) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-def learning_rate_at(train_cfg: Mapping[str, Any], step: int, total_steps: int | None) -> float:
+def learning_rate_at(train: TrainSettings, step: int, total_steps: int | None) -> float:
     """Linear warmup from lr / warmup_steps to lr over ``warmup_steps``; then constant
     (``lr_schedule: constant``) or a half cosine down to 0 at ``total_steps`` (``cosine``).
 
     Decay to 0 makes the last batches move the weights little, so the final model depends
     less on which examples happened to come last: less seed noise in what retraining measures.
     """
-    lr, warmup = float(train_cfg["lr"]), int(train_cfg["warmup_steps"])
+    lr, warmup = train.lr, train.warmup_steps
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup
-    if train_cfg.get("lr_schedule", "constant") == "constant":
+    if train.lr_schedule == "constant":
         return lr
     if total_steps is None:
         raise ValueError("train.lr_schedule: cosine needs the run's total steps")
@@ -125,7 +160,7 @@ class DiffusionTrainer:
         self,
         images: torch.Tensor,
         model_cfg: Mapping[str, Any],
-        train_cfg: Mapping[str, Any],
+        train: TrainSettings,
         schedule: Schedule,
         seed: int,
         device: torch.device,
@@ -137,7 +172,7 @@ class DiffusionTrainer:
         examples outside the mask dropped from them (shared batches). ``conditioning``: the
         text-to-image family's captions; ``images`` are then its scaled latents.
         ``total_steps``: the run's length, which a decaying learning rate needs."""
-        self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
+        self.train, self.seed, self.device = train, int(seed), device
         self.total_steps = total_steps
         self.cuda = device.type == "cuda"
         self.num_timesteps = schedule.num_train_timesteps
@@ -149,8 +184,8 @@ class DiffusionTrainer:
         if self.cuda:
             self.unet = self.unet.to(memory_format=torch.channels_last)
         self.unet.train()
-        decay = float(self.cfg["ema_decay"])
-        self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval() if decay > 0 else None
+        use_ema = train.ema_decay > 0
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval() if use_ema else None
         trainable = {n for n, p in self.unet.named_parameters() if p.requires_grad}
         self.params = [p for n, p in self.unet.named_parameters() if n in trainable]
         # the EMA follows what trains (a LoRA model's frozen base is the same in both)
@@ -158,22 +193,22 @@ class DiffusionTrainer:
         self.ema_params = [p for n, p in ema_named if n in trainable]
         self.optimizer = torch.optim.AdamW(
             self.params,
-            lr=float(self.cfg["lr"]),
-            weight_decay=float(self.cfg["weight_decay"]),
+            lr=train.lr,
+            weight_decay=train.weight_decay,
             fused=True if self.cuda else None,
         )
-        compiled = use_compile(self.cfg.get("compile", "auto"), device)
+        compiled = use_compile(train.compile, device)
         self.forward = torch.compile(self.unet) if compiled else self.unet
         self.data = images.to(device)
-        self.order = BatchOrder(len(images), int(self.cfg["batch_size"]), self.seed)
+        self.order = BatchOrder(len(images), train.batch_size, self.seed)
         self.keep = keep.to(device) if keep is not None else None
         kept = 1.0 if keep is None else float(keep.float().mean())
-        self.examples_per_step = int(self.cfg["batch_size"]) * kept
+        self.examples_per_step = train.batch_size * kept
         self.alphas_cumprod = schedule.alphas_cumprod.to(device, torch.float32)
         self.step = 0
 
     def learning_rate(self, step: int) -> float:
-        return learning_rate_at(self.cfg, step, self.total_steps)
+        return learning_rate_at(self.train, step, self.total_steps)
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns the batch loss (detached, on the device, unsynchronised)."""
@@ -204,11 +239,11 @@ class DiffusionTrainer:
         loss = F.mse_loss(pred.float(), noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.get("grad_clip"):
-            torch.nn.utils.clip_grad_norm_(self.params, float(self.cfg["grad_clip"]))
+        if self.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
-            decay = ema_decay_at(float(self.cfg["ema_decay"]), step)
+            decay = ema_decay_at(self.train.ema_decay, step)
             torch._foreach_lerp_(self.ema_params, [p.detach() for p in self.params], 1 - decay)
         self.step += 1
         return loss.detach()
@@ -283,7 +318,7 @@ def load_training_state(path: str | os.PathLike, fingerprint: str) -> dict[str, 
 
 def recipe_fingerprint(
     model_cfg: Mapping[str, Any],
-    train_cfg: Mapping[str, Any],
+    train: TrainSettings,
     schedule: Schedule,
     seed: int,
     steps: int,
@@ -292,7 +327,7 @@ def recipe_fingerprint(
     """Hash of everything that determines the weights: a saved state resumes only on a match."""
     recipe = {
         "model": dict(model_cfg),
-        "train": {k: v for k, v in train_cfg.items() if k not in RUNTIME_KEYS},
+        "train": train.recipe(),
         "schedule": [schedule.num_train_timesteps, schedule.beta_start, schedule.beta_end]
         + ([schedule.beta_schedule] if schedule.beta_schedule != "linear" else []),
         "seed": int(seed),

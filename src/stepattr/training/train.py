@@ -23,6 +23,7 @@ from stepattr.training.recipe import (
     DiffusionTrainer,
     LossLog,
     TrainResult,
+    TrainSettings,
     load_training_state,
     recipe_fingerprint,
     save_training_state,
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def train_diffusion(
     images: np.ndarray,
     model_cfg: Mapping[str, Any],
-    train_cfg: Mapping[str, Any],
+    train: TrainSettings,
     schedule: Schedule,
     *,
     seed: int,
@@ -64,12 +65,12 @@ def train_diffusion(
         if conditioning is not None:
             raise ValueError("subsets.group_size > 1 does not train text-conditioned models yet")
         trainer = BatchedDiffusionTrainer(
-            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, total_steps=steps
+            data, model_cfg, train, schedule, seed, device, keep_mask, total_steps=steps
         )
         num_models = keep_mask.shape[0]
     else:
         trainer = DiffusionTrainer(
-            data, model_cfg, train_cfg, schedule, seed, device, keep_mask, conditioning, steps
+            data, model_cfg, train, schedule, seed, device, keep_mask, conditioning, steps
         )
         num_models = 1
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
@@ -78,9 +79,7 @@ def train_diffusion(
         digest.update(f"dropout:{conditioning.dropout},seed:{conditioning.seed}".encode())
     if keep is not None:
         digest.update(b"keep:" + np.packbits(np.asarray(keep, dtype=bool)).tobytes())
-    fingerprint = recipe_fingerprint(
-        model_cfg, train_cfg, schedule, seed, steps, digest.hexdigest()
-    )
+    fingerprint = recipe_fingerprint(model_cfg, train, schedule, seed, steps, digest.hexdigest())
     logs = [LossLog() for _ in range(num_models)]
     state = load_training_state(state_path, fingerprint) if state_path else None
     if state is not None:
@@ -90,7 +89,7 @@ def train_diffusion(
         log.info("resumed from %s at step %d", state_path, trainer.step)
     resumed_from = trainer.step
     log_every = max(1, steps // MAX_LOG_ROWS)
-    checkpoint_every = int(train_cfg["checkpoint_every"])
+    checkpoint_every = train.checkpoint_every
     batch = trainer.examples_per_step
     bar = tqdm(
         total=steps, initial=trainer.step, desc="training", disable=not progress, mininterval=10
