@@ -28,6 +28,7 @@ CASTS: dict[str, Callable[[Any], Any]] = {
     "int | None": _optional(int),
     "float | None": _optional(float),
     "str | None": _optional(str),
+    "tuple[int, ...]": lambda values: tuple(int(v) for v in values),
 }
 
 

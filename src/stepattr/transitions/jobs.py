@@ -14,7 +14,7 @@ from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, save_csv, save_text, sha256_file
 from stepattr.core.names import LATENT_FAMILIES
 from stepattr.core.provenance import describe_config
-from stepattr.detectors.classifier import train_and_save_classifier
+from stepattr.detectors.classifier import ClassifierSettings, train_and_save_classifier
 from stepattr.detectors.detector import load_detector
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents
 from stepattr.targets.sets import load_target_sets
@@ -93,7 +93,7 @@ def run_train_classifier(smk: Any) -> None:
         smk.input.train,
         smk.input.test,
         Path(smk.output.model).parent,
-        dict(smk.params.classifier),
+        ClassifierSettings.from_config(smk.params.classifier),
         device=resolve_device(smk.params.device),
     )
     print(f"held-out accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} images")
