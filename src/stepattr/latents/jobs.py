@@ -12,6 +12,7 @@ from stepattr.core.diffusion import resolve_device
 from stepattr.core.provenance import describe_config
 from stepattr.detectors.classifier import load_classifier
 from stepattr.latents.autoencoder import (
+    AutoencoderSettings,
     autoencoder_source,
     load_autoencoder,
     train_autoencoder,
@@ -53,7 +54,7 @@ def run_train_autoencoder(smk: Any) -> None:
     train_autoencoder(
         smk.input.train,
         smk.input.test,
-        dict(smk.params.autoencoder),
+        AutoencoderSettings.from_config(smk.params.autoencoder),
         Path(smk.output.config).parent,
         device=resolve_device(smk.params.device),
     )
