@@ -39,7 +39,8 @@ TINY_COND_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "attenti
 TINY_AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
            "norm_num_groups": 4, "epochs": 1, "batch_size": 16, "lr": 0.001, "kl_weight": 1e-6,
            "seed": 0}  # fmt: skip
-TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0}
+TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0,
+             "vocab_size": 600, "epochs": 1, "batch_size": 16, "lr": 0.001}  # fmt: skip
 
 
 def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
@@ -51,11 +52,11 @@ def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
 
     from stepattr.core.diffusion import Schedule, build_unet, save_model, unet_kwargs
     from stepattr.latents.autoencoder import AutoencoderSettings, build_autoencoder
-    from stepattr.text.encoder import build_clip, train_tokenizer
+    from stepattr.text.encoder import TextEncoderSettings, build_clip, train_tokenizer
 
     torch.manual_seed(0)
     tokenizer = train_tokenizer([f"a handwritten digit {d}" for d in range(10)], 600)
-    clip = build_clip(TINY_TEXT, len(tokenizer), 1, 8)
+    clip = build_clip(TextEncoderSettings.from_config(TINY_TEXT), len(tokenizer), 1, 8)
     tokenizer.save_pretrained(root / "text" / "tokenizer")
     CLIPTextModel(clip.config.text_config).save_pretrained(root / "text" / "text_encoder")
     clip.save_pretrained(root / "text" / "clip")

@@ -10,6 +10,7 @@ import torch
 
 from stepattr.core.diffusion import resolve_device
 from stepattr.text.encoder import (
+    TextEncoderSettings,
     load_text_encoder,
     text_encoder_source,
     train_text_encoder,
@@ -33,7 +34,7 @@ def run_train_text_encoder(smk: Any) -> None:
     train_text_encoder(
         smk.input.train,
         smk.input.test,
-        dict(smk.params.text_encoder),
+        TextEncoderSettings.from_config(smk.params.text_encoder),
         Path(smk.output.metrics).parent,
         device=resolve_device(smk.params.device),
     )
