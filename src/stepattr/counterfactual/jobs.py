@@ -21,16 +21,16 @@ from stepattr.counterfactual.report import (
     summarize,
 )
 from stepattr.detectors.detector import load_detector
-from stepattr.transitions.curves import load_targets
+from stepattr.transitions.curves import TransitionsSettings, load_targets
 
 
 def run_counterfactual_eval(smk: Any) -> None:
     """Rule counterfactual_eval: f_t and P(same feature | x_t) of one model on its pairs."""
     torch.set_num_threads(smk.threads)
     device = resolve_device(smk.params.device)
-    tcfg = smk.params.transitions
+    tcfg = TransitionsSettings.from_config(smk.params.transitions)
     detector = load_detector(
-        tcfg["detector"], Path(smk.input.classifier).parent, smk.params.clip, device=device
+        tcfg.detector, Path(smk.input.classifier).parent, smk.params.clip, device=device
     )
     pairs = pd.read_csv(smk.input.pairs)
     rows = evaluate_removal_model(
@@ -43,9 +43,9 @@ def run_counterfactual_eval(smk: Any) -> None:
         resamples=int(smk.params.resamples),
         output_seed=int(smk.params.output_seed),
         completions=int(smk.params.completions),
-        completion_steps=int(tcfg["completion_steps"]),
-        completion_seed=int(tcfg["seed"]),
-        batch_size=int(tcfg["batch_size"]),
+        completion_steps=tcfg.completion_steps,
+        completion_seed=tcfg.seed,
+        batch_size=tcfg.batch_size,
         device=device,
         progress=True,
     )

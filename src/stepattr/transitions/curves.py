@@ -31,10 +31,30 @@ from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, load_model, sample
 from stepattr.core.seeds import derive_seed
+from stepattr.core.settings import settings_from
 from stepattr.detectors.detector import Detector
 from stepattr.detectors.wilson import wilson_interval
 
 CURVE_COLUMNS = ["target_id", "step", "p", "ci_low", "ci_high", "n", "feature", "detector"]
+
+
+@dataclass(frozen=True)
+class TransitionsSettings:
+    """The ``transitions`` section (config/schema.yaml), typed once where a job starts."""
+
+    detector: str
+    completions: int
+    completion_steps: int
+    batch_size: int
+    top_k: int
+    figure_targets: int
+    seed: int
+    method: str | None = None
+    guidance: float | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TransitionsSettings:
+        return settings_from(cls, section, "transitions")
 
 
 @dataclass(frozen=True)
@@ -218,12 +238,12 @@ def feature_curves(
     targets_path: str | os.PathLike,
     model_dir: str | os.PathLike,
     detector: Detector,
-    cfg: Mapping[str, Any],
+    cfg: TransitionsSettings,
     device: str | torch.device = "cpu",
     progress: bool = False,
     prompted: Callable[[np.ndarray], PromptedCompletions] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves and steepest-rise intervals of one target set (``cfg``: the transitions section).
+    """Curves and steepest-rise intervals of one target set.
 
     ``prompted`` (the text-to-image family): the targets' prompts -> how to complete them.
     """
@@ -242,10 +262,10 @@ def feature_curves(
         targets["grid"].tolist(),
         targets["target_id"].tolist(),
         detector,
-        n=int(cfg["completions"]),
-        completion_steps=int(cfg["completion_steps"]),
-        seed=int(cfg["seed"]),
-        batch_size=int(cfg["batch_size"]),
+        n=cfg.completions,
+        completion_steps=cfg.completion_steps,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
         progress=progress,
         prompted=completions,
     )

@@ -19,7 +19,11 @@ from stepattr.detectors.detector import load_detector
 from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents
 from stepattr.targets.sets import load_target_sets
 from stepattr.trak.storage import load_scores
-from stepattr.transitions.curves import feature_curves, prompted_completions
+from stepattr.transitions.curves import (
+    TransitionsSettings,
+    feature_curves,
+    prompted_completions,
+)
 from stepattr.transitions.feature_attribution import (
     influencer_fractions,
     load_intervals,
@@ -31,15 +35,17 @@ from stepattr.transitions.figure import choose_targets, transitions_figure
 
 def run_feature_attribution(smk: Any) -> None:
     """Rule feature_attribution: do the top influencers at the transition carry the feature?"""
-    cfg = smk.params.transitions
+    cfg = TransitionsSettings.from_config(smk.params.transitions)
     scores, index, grid, meta = load_scores(smk.input.scores, smk.input.index, smk.input.meta)
     intervals = load_intervals(dict(zip(smk.params.target_sets, smk.input.intervals, strict=True)))
     _, train_labels, _ = load_split(smk.input.train)
-    per_target = influencer_fractions(scores, index, grid, intervals, train_labels, cfg["top_k"])
+    per_target = influencer_fractions(scores, index, grid, intervals, train_labels, cfg.top_k)
     summary = summarize(per_target, intervals)
     header = {
         "config": describe_config(smk.params.provenance),
-        "transitions": {k: cfg[k] for k in ("detector", "completions", "completion_steps", "seed")},
+        "transitions": {
+            k: getattr(cfg, k) for k in ("detector", "completions", "completion_steps", "seed")
+        },
         "detector used": ", ".join(sorted(set(intervals["detector"]))),
         "scores": (
             f"{meta.get('method')} (lambda {meta.get('lambda')}, models {meta.get('models')})"
@@ -50,7 +56,7 @@ def run_feature_attribution(smk: Any) -> None:
     }
     save_csv(smk.output.per_target, per_target)
     save_csv(smk.output.table, summary)
-    save_text(smk.output.markdown, markdown_report(summary, header, cfg["top_k"]))
+    save_text(smk.output.markdown, markdown_report(summary, header, cfg.top_k))
     print(summary.to_string())
 
 
@@ -59,9 +65,9 @@ def run_feature_curves(smk: Any) -> None:
     (the text-to-image family: latents completed under their prompts and decoded)."""
     torch.set_num_threads(smk.threads)
     device = resolve_device(smk.params.device)
-    cfg = smk.params.transitions
+    cfg = TransitionsSettings.from_config(smk.params.transitions)
     detector = load_detector(
-        cfg["detector"], Path(smk.input.classifier).parent, smk.params.clip, device=device
+        cfg.detector, Path(smk.input.classifier).parent, smk.params.clip, device=device
     )
     prompted = None
     if smk.params.family in LATENT_FAMILIES:
