@@ -19,6 +19,7 @@ from stepattr.stable_diffusion.figure import pipeline_transitions_figure
 from stepattr.stable_diffusion.pretrained_curves import (
     AncestralSampler,
     Feature,
+    PipelineTransitionsSettings,
     check_prompts,
     features_from_config,
     generators,
@@ -100,8 +101,10 @@ def test_zero_shot_choice_is_clips_argmax(built) -> None:
 def test_curves_and_intervals(built) -> None:
     pipeline, clip_dir = built
     detector = load_zero_shot(clip_dir, [DIGITS, PAIR])
-    cfg = {"prompts": ["", PROMPT], "trajectories": 2, "completions": 3, "inference_steps": 10,
-           "guidance": 1.0, "seed": 0}  # fmt: skip
+    cfg = PipelineTransitionsSettings(
+        clip=str(clip_dir), prompts=("", PROMPT), features=(DIGITS, PAIR), trajectories=2,
+        completions=3, inference_steps=10, guidance=1.0, figure_trajectories=1, seed=0,
+    )  # fmt: skip
     curves, images = pipeline_transitions(pipeline, detector, cfg, [900, 500, 0])
     assert len(curves) == 2 * 2 * 3 * 2  # prompts x trajectories x grid steps x features
     assert curves["p"].between(0, 1).all() and (curves["ci_low"] <= curves["p"]).all()

@@ -10,6 +10,8 @@ import pytest
 from stepattr.core.settings import settings_from
 from stepattr.detectors.classifier import ClassifierSettings
 from stepattr.latents.autoencoder import AutoencoderSettings
+from stepattr.stable_diffusion.effect import EffectSettings
+from stepattr.stable_diffusion.pretrained_curves import PipelineTransitionsSettings
 from stepattr.text.encoder import TextEncoderSettings
 from stepattr.training.recipe import TrainSettings
 from stepattr.transitions.curves import TransitionsSettings
@@ -17,11 +19,13 @@ from stepattr.workflow.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {
-    "train": TrainSettings,
-    "classifier": ClassifierSettings,
-    "autoencoder": AutoencoderSettings,
-    "text_encoder": TextEncoderSettings,
-    "transitions": TransitionsSettings,
+    ("train",): TrainSettings,
+    ("classifier",): ClassifierSettings,
+    ("autoencoder",): AutoencoderSettings,
+    ("text_encoder",): TextEncoderSettings,
+    ("transitions",): TransitionsSettings,
+    ("pipeline", "effect"): EffectSettings,
+    ("pipeline", "transitions"): PipelineTransitionsSettings,
 }
 
 
@@ -30,9 +34,12 @@ def test_every_config_gives_typed_settings(overlay: str) -> None:
     if overlay == "schema.yaml":
         pytest.skip("the schema is no config")
     cfg = load_config([REPO / "config" / overlay])
-    for section, cls in SECTIONS.items():
+    for path, cls in SECTIONS.items():
+        section = cfg
+        for key in path:
+            section = section[key]
         # raises on a key the dataclass lacks or a value its field type cannot take
-        cls.from_config(cfg[section])
+        cls.from_config(section)
 
 
 @dataclass(frozen=True)

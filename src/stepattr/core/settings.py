@@ -29,6 +29,7 @@ CASTS: dict[str, Callable[[Any], Any]] = {
     "float | None": _optional(float),
     "str | None": _optional(str),
     "tuple[int, ...]": lambda values: tuple(int(v) for v in values),
+    "tuple[str, ...]": lambda values: tuple(str(v) for v in values),
 }
 
 

@@ -14,7 +14,7 @@ from stepattr.core.io import atomic_path, save_csv, save_text
 from stepattr.core.provenance import describe_config
 from stepattr.detectors.classifier import load_classifier
 from stepattr.latents.autoencoder import autoencoder_source, load_latents
-from stepattr.stable_diffusion.effect import fine_tune_effect
+from stepattr.stable_diffusion.effect import EffectSettings, fine_tune_effect
 from stepattr.stable_diffusion.export import (
     assemble_pipeline,
     export_lora,
@@ -23,8 +23,8 @@ from stepattr.stable_diffusion.export import (
 )
 from stepattr.stable_diffusion.figure import pipeline_transitions_figure
 from stepattr.stable_diffusion.pretrained_curves import (
+    PipelineTransitionsSettings,
     check_prompts,
-    features_from_config,
     interval_rows,
     load_zero_shot,
     pipeline_transitions,
@@ -68,32 +68,32 @@ def run_fine_tune_effect(smk: Any) -> None:
     device = resolve_device(p.device)
     index = smk.input.pipeline  # the pipeline folder's model_index.json
     pipeline = load_pipeline(Path(index if isinstance(index, str) else index[0]).parent, device)
-    if p.effect["prompt"].strip():  # a prompt the pipeline would cut is an error, not a warning
+    e = EffectSettings.from_config(p.effect)
+    if e.prompt.strip():  # a prompt the pipeline would cut is an error, not a warning
         context = int(pipeline.text_encoder.config.max_position_embeddings)
-        token_ids(pipeline.tokenizer, [p.effect["prompt"]], context, "pipeline.effect.prompt")
+        token_ids(pipeline.tokenizer, [e.prompt], context, "pipeline.effect.prompt")
     fine_tuned, _, _ = load_model(Path(smk.input.model).parent, device)
     table, samples = fine_tune_effect(
         pipeline,
         {"base": pipeline.unet, "fine_tuned": fine_tuned},
         load_classifier(Path(smk.input.classifier).parent, device=device),
         load_split(smk.input.train)[1],
-        p.effect,
+        e,
         progress=True,
     )
     save_csv(smk.output.table, table)
-    e = p.effect
     save_text(
         smk.output.markdown,
         f"What the LoRA fine-tune changes ({describe_config(p.provenance)}): "
-        f"{e['samples']} samples "
+        f"{e.samples} samples "
         f"of the pipeline's base UNet and of full_0 (base + LoRA) from the same noises, prompt "
-        f"{e['prompt']!r}, guidance {e['guidance']}, {e['inference_steps']} pipeline steps "
-        f"(pipeline.effect.seed {e['seed']}), labelled by the family's classifier; fractions with "
+        f"{e.prompt!r}, guidance {e.guidance}, {e.inference_steps} pipeline steps "
+        f"(pipeline.effect.seed {e.seed}), labelled by the family's classifier; fractions with "
         "95% Wilson intervals, against the fine-tuning set's label distribution.\n\n"
         + table.to_markdown(index=False, floatfmt=".3f")
         + "\n",
     )
-    shown = min(32, int(e["samples"]))
+    shown = min(32, e.samples)
     grid = torch.cat([samples["base"][:shown], samples["fine_tuned"][:shown]])
     save_image_grid(smk.output.figure, to_uint8(grid), ncol=shown, scale=4)
     print(table.to_string(index=False))
@@ -106,13 +106,13 @@ def run_pipeline_transitions(smk: Any) -> None:
     (stepattr.stable_diffusion.pretrained_curves)."""
     torch.set_num_threads(smk.threads)
     p = smk.params
-    cfg = p.transitions
+    cfg = PipelineTransitionsSettings.from_config(p.transitions)
     device = resolve_device(p.device)
     pipeline_dir = Path(smk.input.pipeline[0]).parent  # inputs: the folders' index / config files
     clip_dir = Path(smk.input.clip[0]).parent
     pipeline = load_pipeline(pipeline_dir, device)
-    check_prompts(pipeline, cfg["prompts"])
-    detector = load_zero_shot(clip_dir, features_from_config(cfg["features"]), device)
+    check_prompts(pipeline, cfg.prompts)
+    detector = load_zero_shot(clip_dir, list(cfg.features), device)
     curves, images = pipeline_transitions(pipeline, detector, cfg, p.grid, progress=True)
     intervals = interval_rows(curves)
     save_csv(smk.output.curves, curves)
@@ -121,9 +121,9 @@ def run_pipeline_transitions(smk: Any) -> None:
     save_text(
         smk.output.markdown,
         f"Feature transitions of the pretrained pipeline ({describe_config(p.provenance)}): "
-        f"{cfg['trajectories']} trajectories per prompt, DDPM ancestral sampling in "
-        f"{cfg['inference_steps']} steps at guidance {cfg['guidance']} (pipeline.transitions.seed "
-        f"{cfg['seed']}); from each grid step's x_t, {cfg['completions']} completions, decoded and "
+        f"{cfg.trajectories} trajectories per prompt, DDPM ancestral sampling in "
+        f"{cfg.inference_steps} steps at guidance {cfg.guidance} (pipeline.transitions.seed "
+        f"{cfg.seed}); from each grid step's x_t, {cfg.completions} completions, decoded and "
         f"read by {detector.name} (zero-shot choice among each feature's prompts). "
         "P(feature | x_t) "
         "is the share of completions whose choice is the trajectory's own final choice; the "
@@ -140,7 +140,7 @@ def run_pipeline_transitions(smk: Any) -> None:
         intervals,
         images["final"].numpy(),
         images["x_t"].numpy(),
-        int(cfg["figure_trajectories"]),
+        cfg.figure_trajectories,
     )
     with atomic_path(smk.output.figure) as tmp:
         figure.savefig(tmp, dpi=110, bbox_inches="tight")
