@@ -24,7 +24,7 @@ include: "rules/lds.smk"
 include: "rules/transitions.smk"
 include: "rules/counterfactual.smk"
 include: "rules/figures.smk"
-include: "rules/pipeline.smk"
+include: "rules/stable_diffusion.smk"
 include: "rules/explorer.smk"
 
 

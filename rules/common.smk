@@ -2,7 +2,7 @@
 # and feature files, resources. A stage's own helpers sit in rules/functions/<stage>.smk.
 # Rules call these helpers; no lambdas in rules.
 
-from stepattr.workflow.names import (
+from stepattr.core.names import (
     BASELINES,
     DATASET_SOURCES,
     LATENT_FAMILIES,
@@ -141,7 +141,7 @@ def all_outputs():
 
 
 def text_to_image_outputs():
-    """What the text-to-image family builds so far (issue #17): its data, frozen autoencoder
+    """What the text-to-image family builds so far: its data, frozen autoencoder
     and text encoder, the full and subset models, their prompt following, the prompted
     targets, TRAK scores, the LDS tables and figure, the feature transitions (where the
     images have classes to detect), the influencer figures, the explorer page, and its parts
@@ -267,38 +267,36 @@ def job_runtime(rule, units=1, projector=None):
 
 
 def split_mem_mb(base):
-    """Memory of a job that holds the whole training split: ``base`` MB, or what preparing the
-    configured source takes where that is more (COCO's ~116k images at 128x128: 16 GB)."""
-    return max(base, DATASET_SOURCES[config["dataset"]["source"]]["mem_mb"])
+    """Memory of a job that holds the whole training split (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
+
+    return cost.split_mem_mb(config, base)
 
 
 def torch_mem_mb(batch_size):
-    """Host memory of a UNet job: the data and torch itself, plus activations when on CPU
-    (at the side the UNet sees: the latent's for the text-to-image family)."""
-    from stepattr.workflow.configs import model_side
+    """Host memory of a UNet job at ``batch_size`` (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
 
-    m, size = config["model"], model_side(config)
-    activations = batch_size * size**2 * max(m["block_out_channels"]) * 160 / 1e6
-    return int(2000 + activations)
+    return cost.torch_mem_mb(config, batch_size)
 
 
 def attribution_methods():
     """TRAK methods of this run, one per attribution.output_functions: trak (loss), dtrak
     (square_norm), with a projector suffix where the projector changes the features; for
     attribution.projector, then each of attribution.compare_projectors (trak_factored, ...)."""
-    from stepattr.workflow.names import attribution_methods as methods_of
+    from stepattr.core.names import attribution_methods as methods_of
 
     return methods_of(config["attribution"])
 
 
 def method_output_function(wildcards):
-    from stepattr.workflow.names import parse_method, unsuffixed_projector
+    from stepattr.core.names import parse_method, unsuffixed_projector
 
     return parse_method(wildcards.method, unsuffixed_projector(config["attribution"]))[0]
 
 
 def method_projector(wildcards):
-    from stepattr.workflow.names import parse_method, unsuffixed_projector
+    from stepattr.core.names import parse_method, unsuffixed_projector
 
     return parse_method(wildcards.method, unsuffixed_projector(config["attribution"]))[1]
 
@@ -319,22 +317,17 @@ def method_features(method):
 
 
 def featurize_mem_mb():
-    """Host memory of a featurization job: torch, per-example gradients (twice: per parameter,
-    then flattened), activations of K draws per example, and the cached CPU projection matrix."""
-    att = config["attribution"]
-    p, batch = num_unet_parameters(), att["batch_size"]
-    draws = att.get("draws_per_pass") or max(att["train_timesteps"], att["target_resamples"])
-    matrix = 0 if uses_gpu() else min(p * att["proj_dim"] * 4, 2**32)
-    # x1.25: the default config measured a 5.2 GB peak against this estimate's 5.2 GB
-    return int(1.25 * (torch_mem_mb(batch * draws) + (8 * batch * p + matrix) / 1e6))
+    """Host memory of a featurization job (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
+
+    return cost.featurize_mem_mb(config, uses_gpu())
 
 
 def score_mem_mb():
-    """Host memory of a score job: float64 kernels, target features and the score array."""
-    att, sampling = config["attribution"], config["sampling"]
-    k, n = att["proj_dim"], train_size_estimate()
-    m = (sampling["num_targets"] + sampling["num_validation"]) * len(sampling["grid"])
-    return int(2000 + (3 * 8 * k * k + 8 * (m + 8192) * k + 2 * 4 * m * n) / 1e6)
+    """Host memory of a score job (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
+
+    return cost.score_mem_mb(config)
 
 
 def clip_inputs():

@@ -1,5 +1,5 @@
 # Rules: datasets (stepattr.datasets). One job turns the configured source (one of
-# stepattr.workflow.names.DATASET_SOURCES) into the train/test split files and manifest that
+# stepattr.core.names.DATASET_SOURCES) into the train/test split files and manifest that
 # every later rule reads.
 
 

@@ -1,6 +1,6 @@
 # Rules: transitions. The workflow's classifier (feature detector and embedding), the
 # feature curves P(feature | x_t) with their steepest-rise intervals, feature attribution at
-# those intervals, and the transition figure (stepattr.transitions.classifier, .transitions,
+# those intervals, and the transition figure (stepattr.detectors.classifier, .transitions,
 # .feature_attribution, .transition_figure).
 
 

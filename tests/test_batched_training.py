@@ -12,11 +12,13 @@ from tiny_models import TINY_UNET, killed_at_step
 
 from stepattr.core.diffusion import Schedule
 from stepattr.training.batched import BatchedDiffusionTrainer
-from stepattr.training.train import DiffusionTrainer
+from stepattr.training.recipe import DiffusionTrainer, TrainSettings
 
 CPU = torch.device("cpu")
 # clipping active (tiny max norm), weight decay and EMA on: every per-model step is exercised
-RECIPE = {
+RECIPE_SECTION = {
+    "steps": 5,
+    "seed": 0,
     "batch_size": 8,
     "lr": 0.01,
     "warmup_steps": 3,
@@ -25,6 +27,7 @@ RECIPE = {
     "grad_clip": 0.05,
     "compile": False,
 }
+RECIPE = TrainSettings.from_config(RECIPE_SECTION)
 # Adam divides by sqrt of the second moment, so float rounding of a near-zero gradient entry
 # moves its first update by up to ~lr * 1e-2; any real difference (a clip, decay, skipped step
 # or loss over the wrong examples) moves weights by ~lr per step or more.
@@ -101,8 +104,8 @@ def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_th
     kill mid-run: the group's saved state resumes."""
     from stepattr.core.diffusion import load_model
     from stepattr.core.io import save_json, save_npz
+    from stepattr.training.jobs import train_and_save, train_group_and_save
     from stepattr.training.subsets import subset_masks
-    from stepattr.training.train import train_and_save, train_group_and_save
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8)
@@ -112,7 +115,7 @@ def test_group_job_writes_what_one_model_jobs_write_and_resumes(tmp_path, one_th
     np.save(tmp_path / "masks.npy", subset_masks(40, count=3, heldout=0, alpha=0.5, seed=1))
     common = dict(
         train_split=split, manifest=manifest, model_cfg=TINY_UNET,
-        train_cfg=RECIPE | {"checkpoint_every": 2}, diffusion_cfg={
+        train=TrainSettings.from_config(RECIPE_SECTION | {"checkpoint_every": 2}), diffusion_cfg={
             "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
         seed=5, steps=5, device=CPU, masks=tmp_path / "masks.npy", progress=False,
     )  # fmt: skip

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from stepattr.core.images import to_model_space
-from stepattr.transitions.classifier import (
+from stepattr.detectors.classifier import (
+    ClassifierSettings,
     ConvClassifier,
     architecture,
     embed,
@@ -19,7 +22,7 @@ from stepattr.transitions.classifier import (
     train_classifier,
 )
 
-TINY = {
+TINY = ClassifierSettings.from_config({
     "epochs": 4,
     "batch_size": 32,
     "lr": 0.01,
@@ -30,7 +33,7 @@ TINY = {
     "max_shift": 1,
     "threads": 1,
     "seed": 0,
-}
+})  # fmt: skip
 
 
 def bars(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +68,7 @@ def test_learns_a_separable_task(trained):
 
 def test_same_seed_same_weights():
     x, y = bars(64, 2)
-    cfg = {**TINY, "epochs": 1}
+    cfg = replace(TINY, epochs=1)
     a, _ = train_classifier(x, y, x, y, ["v", "h"], cfg)
     b, _ = train_classifier(x, y, x, y, ["v", "h"], cfg)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
@@ -80,11 +83,11 @@ def test_api_shapes_and_round_trip(trained, tmp_path):
     assert proba.shape == (10, 2) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     emb = embed(model, images.numpy())
-    assert emb.shape == (10, TINY["embed_dim"]) and (emb >= 0).all()  # after ReLU
+    assert emb.shape == (10, TINY.embed_dim) and (emb >= 0).all()  # after ReLU
     # the head applied to the embedding gives the probabilities: embed is the penultimate layer
     head = F.softmax(model.head(torch.from_numpy(emb)), dim=1).detach().numpy()
     np.testing.assert_allclose(head, proba, atol=1e-5)
-    from stepattr.transitions.classifier import save_classifier
+    from stepattr.detectors.classifier import save_classifier
 
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))
     loaded = load_classifier(tmp_path)
@@ -108,7 +111,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
 
 
 def test_corrupt_weights_named(trained, tmp_path):
-    from stepattr.transitions.classifier import save_classifier
+    from stepattr.detectors.classifier import save_classifier
 
     model, _ = trained
     save_classifier(tmp_path, model, architecture(TINY, 1, 8, 2))
@@ -141,7 +144,7 @@ def test_train_and_save_writes_the_contract(tmp_path):
     np.savez(tmp_path / "test.npz", images=x_test, labels=y_test, class_names=names)
     out = tmp_path / "classifier"
     metrics = train_and_save_classifier(
-        tmp_path / "train.npz", tmp_path / "test.npz", out, {**TINY, "epochs": 1}
+        tmp_path / "train.npz", tmp_path / "test.npz", out, replace(TINY, epochs=1)
     )
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.json"}
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["n_test"] == 16

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model
-from stepattr.core.outputs import output_value, step_losses, target_draws, train_draws
+from stepattr.core.output_functions import output_value, step_losses, target_draws, train_draws
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.features import make_featurizer, target_features, train_features

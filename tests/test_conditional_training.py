@@ -17,7 +17,8 @@ from stepattr.core.diffusion import (
     unet_kwargs,
 )
 from stepattr.training.conditioning import CaptionConditioning
-from stepattr.training.train import DiffusionTrainer, train_diffusion
+from stepattr.training.recipe import DiffusionTrainer, TrainSettings
+from stepattr.training.train import train_diffusion
 
 CPU = torch.device("cpu")
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
@@ -42,7 +43,8 @@ def conditioning(dropout: float = 0.2, seed: int = 3, states=None) -> CaptionCon
 
 def run(latents, steps=4, state=None, keep=None, cond=None, **train):
     return train_diffusion(
-        latents, MODEL, {**TRAIN, **train}, Schedule(), seed=0, steps=steps, device=CPU,
+        latents, MODEL, TrainSettings.from_config({**TRAIN, **train}), Schedule(),
+        seed=0, steps=steps, device=CPU,
         keep=keep, state_path=state, conditioning=cond or conditioning(),
     )  # fmt: skip
 

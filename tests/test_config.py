@@ -15,6 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
+from stepattr.core.names import (
+    DATASET_SOURCES,
+    INFLUENCE_VARIANTS,
+    METHOD_OUTPUT_FUNCTIONS,
+    REMOVAL_RULES,
+)
 from stepattr.workflow.checks import ConfigError, check_config, validate_file
 from stepattr.workflow.configs import (
     cached_folder,
@@ -22,12 +28,6 @@ from stepattr.workflow.configs import (
     load_config,
     typed_value,
     validate_config,
-)
-from stepattr.workflow.names import (
-    DATASET_SOURCES,
-    INFLUENCE_VARIANTS,
-    METHOD_OUTPUT_FUNCTIONS,
-    REMOVAL_RULES,
 )
 
 CONFIGS = [
@@ -132,7 +132,7 @@ def test_configs_are_overlays_of_only_the_keys_they_change(
 
 
 def test_closed_lists_match_the_schema(repo: Path) -> None:
-    """The schema's enums spell the closed lists of stepattr.workflow.names, nothing else."""
+    """The schema's enums spell the closed lists of stepattr.core.names, nothing else."""
     props = yaml.safe_load((repo / "config/schema.yaml").read_text())["properties"]
     assert props["dataset"]["properties"]["source"]["enum"] == list(DATASET_SOURCES)
     rules = props["counterfactual"]["properties"]["rules"]["items"]["enum"]

@@ -11,10 +11,17 @@ import yaml
 
 from stepattr.workflow.cost import (
     cost_table,
+    featurize_mem_mb,
+    gather_mem_mb,
+    influence_mem_mb,
     job_seconds,
     markdown,
+    num_unet_parameters,
     parse_job_counts,
     pipeline_transition_passes,
+    score_mem_mb,
+    split_mem_mb,
+    torch_mem_mb,
 )
 
 DRY_RUN = """Building DAG of jobs...
@@ -123,3 +130,46 @@ def test_pipeline_transitions_are_priced_by_their_unet_passes(
     (tmp_path / "unet" / "config.json").write_text('{"sample_size": 32}')  # the default: 16
     larger = {**cfg, "pipeline": {**cfg["pipeline"], "path": str(tmp_path)}}
     assert pipeline_transition_passes(larger) == 4 * pipeline_transition_passes(cfg)
+
+
+def with_key(cfg: dict, section: str, key: str, value) -> dict:
+    return cfg | {section: cfg[section] | {key: value}}
+
+
+def test_memory_requests_grow_with_what_the_job_holds(default_cfg: dict) -> None:
+    # activations are linear in the batch, on top of torch's 2 GB
+    assert torch_mem_mb(default_cfg, 0) == 2000
+    assert torch_mem_mb(default_cfg, 128) - 2000 == pytest.approx(
+        2 * (torch_mem_mb(default_cfg, 64) - 2000), abs=1
+    )
+    # the score job's float64 kernels are quadratic in proj_dim
+    kernels = [
+        score_mem_mb(with_key(default_cfg, "attribution", "proj_dim", k))
+        for k in (1024, 4096, 16384)
+    ]
+    assert kernels[2] - kernels[1] > 4 * (kernels[1] - kernels[0])
+    assert gather_mem_mb(with_key(default_cfg, "attribution", "proj_dim", 8192)) > gather_mem_mb(
+        default_cfg
+    )
+    more = with_key(
+        default_cfg, "influence", "batch_size", 4 * default_cfg["influence"]["batch_size"]
+    )
+    assert influence_mem_mb(more) > influence_mem_mb(default_cfg)
+
+
+def test_cpu_featurization_holds_the_projection_matrix_up_to_4_gib(default_cfg: dict) -> None:
+    p, k = num_unet_parameters(default_cfg), default_cfg["attribution"]["proj_dim"]
+    extra = featurize_mem_mb(default_cfg, gpu=False) - featurize_mem_mb(default_cfg, gpu=True)
+    assert extra == pytest.approx(1.25 * min(4 * p * k, 2**32) / 1e6, abs=1)
+    # the default config's measured peak: 5.2 GB (the estimate keeps a 1.25 margin over it)
+    assert 5200 <= featurize_mem_mb(default_cfg, gpu=False) <= 1.3 * 5200
+    huge = with_key(default_cfg, "attribution", "proj_dim", 10**6)
+    huge_extra = featurize_mem_mb(huge, gpu=False) - featurize_mem_mb(huge, gpu=True)
+    assert huge_extra == pytest.approx(1.25 * 2**32 / 1e6, abs=1)
+
+
+def test_split_memory_is_at_least_what_preparing_the_source_takes(default_cfg: dict) -> None:
+    coco = with_key(default_cfg, "dataset", "source", "coco")
+    assert split_mem_mb(coco, 2000) == 16000
+    assert split_mem_mb(coco, 20000) == 20000
+    assert split_mem_mb(with_key(default_cfg, "dataset", "source", "mnist5k"), 4000) == 4000

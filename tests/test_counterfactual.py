@@ -14,7 +14,8 @@ from scipy import stats
 from tiny_models import TINY_UNET
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, sample, save_model, unet_kwargs
-from stepattr.core.outputs import output_value, target_draws
+from stepattr.core.names import SCORE_FILES, parse_removed_model_id, removed_model_id
+from stepattr.core.output_functions import output_value, target_draws
 from stepattr.counterfactual.removal import (
     IntervalModel,
     evaluate_removal_model,
@@ -34,10 +35,9 @@ from stepattr.counterfactual.report import (
     removal_summary,
     summarize,
 )
+from stepattr.detectors.detector import Detector
 from stepattr.training.subsets import load_subset_row
 from stepattr.transitions.curves import sample_completions
-from stepattr.transitions.detectors import Detector
-from stepattr.workflow.names import SCORE_FILES, parse_removed_model_id, removed_model_id
 
 GRID = [900, 500, 200, 0]
 

@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from stepattr.core.diffusion import Schedule, build_unet
-from stepattr.core.outputs import train_draws
+from stepattr.core.names import attribution_methods, parse_method, unsuffixed_projector
+from stepattr.core.output_functions import train_draws
 from stepattr.trak.factored import FactoredFeaturizer, factor_widths, layer_widths, plan_factors
 from stepattr.trak.features import make_featurizer, train_features
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
 from stepattr.workflow.checks import ConfigError, check_config
 from stepattr.workflow.configs import load_config
-from stepattr.workflow.names import attribution_methods, parse_method, unsuffixed_projector
 
 ALPHAS = Schedule().alphas_cumprod
 FULL = 10**9  # a budget so large that every factor and the small block are exact

@@ -10,7 +10,13 @@ from torch import nn
 
 from stepattr.core.diffusion import Schedule, add_noise, build_unet, eps_model
 from stepattr.core.io import save_json, save_npy, save_npz
-from stepattr.core.outputs import target_draws, train_draws
+from stepattr.core.names import (
+    SCORE_PARTS,
+    influence_methods,
+    parse_influence_method,
+    subset_model_id,
+)
+from stepattr.core.output_functions import target_draws, train_draws
 from stepattr.influence.jobs import method_scores
 from stepattr.influence.kfac import (
     RotatedGradients,
@@ -22,12 +28,6 @@ from stepattr.influence.kfac import (
 )
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
 from stepattr.trak.storage import load_scores
-from stepattr.workflow.names import (
-    SCORE_PARTS,
-    influence_methods,
-    parse_influence_method,
-    subset_model_id,
-)
 
 ALPHAS = Schedule().alphas_cumprod
 WIDE_ATTENTION = {  # 3 channels, attention at full resolution (Linear layers over 64 positions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_dir, load_json
 from stepattr.datasets.prepare import prepare_dataset
 from stepattr.latents.autoencoder import (
+    AutoencoderSettings,
     build_autoencoder,
     encode_means,
     load_autoencoder,
@@ -21,11 +23,11 @@ from stepattr.latents.autoencoder import (
     write_latents,
 )
 
-AE_CFG = {
+AE_CFG = AutoencoderSettings.from_config({
     "pretrained": None, "block_out_channels": [8, 16], "latent_channels": 4,
     "layers_per_block": 1, "norm_num_groups": 4, "epochs": 2, "batch_size": 16, "lr": 0.003,
     "kl_weight": 1e-6, "seed": 0,
-}  # fmt: skip
+})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def test_bad_autoencoder_input_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"autoencoder\.pretrained = '.*empty': no config\.json"):
         load_autoencoder(tmp_path / "empty")
     with pytest.raises(ValueError, match=r"divisible by autoencoder\.norm_num_groups = 3"):
-        build_autoencoder({**AE_CFG, "norm_num_groups": 3}, 1, 8)
+        build_autoencoder(replace(AE_CFG, norm_num_groups=3), 1, 8)
     np.savez(tmp_path / "x.npz", train=np.zeros(1))
     with pytest.raises(ValueError, match=r"x\.npz: not a latent cache"):
         load_latents(tmp_path / "x.npz")
@@ -113,8 +115,8 @@ def test_atomic_dir_moves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
 
 
 def test_report_recomputes_error_and_classifier_accuracy(tmp_path: Path, digits) -> None:
+    from stepattr.detectors.classifier import ConvClassifier, predict_proba
     from stepattr.latents.report import autoencoder_report
-    from stepattr.transitions.classifier import ConvClassifier, predict_proba
 
     _, test = digits
     torch.manual_seed(0)

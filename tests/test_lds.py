@@ -13,7 +13,7 @@ from tiny_models import TINY_UNET
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model
 from stepattr.core.io import save_csv, save_json, save_npy, save_npz
-from stepattr.core.outputs import (
+from stepattr.core.output_functions import (
     diffusion_losses,
     output_value,
     step_losses,

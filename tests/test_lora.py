@@ -17,18 +17,20 @@ from tiny_models import tiny_pipeline
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, load_model, save_model
 from stepattr.core.lora import LORA_KEY, lora_state_dict
-from stepattr.core.outputs import output_value, train_draws
-from stepattr.pipeline.effect import label_distribution_table, pipeline_samples
-from stepattr.pipeline.export import export_lora, load_pipeline
+from stepattr.core.output_functions import output_value, train_draws
+from stepattr.stable_diffusion.effect import label_distribution_table, pipeline_samples
+from stepattr.stable_diffusion.export import export_lora, load_pipeline
 from stepattr.training.conditioning import CaptionConditioning
-from stepattr.training.train import DiffusionTrainer
+from stepattr.training.recipe import DiffusionTrainer, TrainSettings
 from stepattr.trak.gradients import parameter_names, per_example_gradients, prepare_model
 from stepattr.workflow.configs import ConfigError, load_config, model_spec, resolve_pipeline
 
 LORA = {"rank": 2, "alpha": 4, "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}
 SHAPE = (4, 4, 4)
-TRAIN = {"batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "ema_decay": 0.9, "grad_clip": 1.0,
-         "warmup_steps": 0, "compile": False}  # fmt: skip
+TRAIN = TrainSettings.from_config(
+    {"steps": 5, "seed": 0, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "ema_decay": 0.9,
+     "grad_clip": 1.0, "warmup_steps": 0, "compile": False}
+)  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ import torch
 from tiny_models import TINY_COND_UNET, tiny_parts
 
 from stepattr.core.diffusion import Schedule, build_unet, save_model, unet_kwargs
-from stepattr.pipeline.export import assemble_pipeline, load_pipeline, save_pipeline
+from stepattr.stable_diffusion.export import assemble_pipeline, load_pipeline, save_pipeline
 from stepattr.text.encoder import load_text_encoder, token_ids
 
 MODEL = TINY_COND_UNET

@@ -1,4 +1,4 @@
-"""The pretrained pipeline's feature transitions (stepattr.pipeline.transitions).
+"""The pretrained pipeline's feature transitions (stepattr.stable_diffusion.pretrained_curves).
 
 A plumbing test: a tiny StableDiffusionPipeline and a tiny CLIP with random weights, built
 here; the sampler is checked against diffusers' own pipeline call, the detector against
@@ -14,11 +14,12 @@ import pytest
 import torch
 from tiny_models import tiny_pipeline
 
-from stepattr.pipeline.export import load_pipeline
-from stepattr.pipeline.figure import pipeline_transitions_figure
-from stepattr.pipeline.transitions import (
+from stepattr.stable_diffusion.export import load_pipeline
+from stepattr.stable_diffusion.figure import pipeline_transitions_figure
+from stepattr.stable_diffusion.pretrained_curves import (
     AncestralSampler,
     Feature,
+    PipelineTransitionsSettings,
     check_prompts,
     features_from_config,
     generators,
@@ -100,8 +101,10 @@ def test_zero_shot_choice_is_clips_argmax(built) -> None:
 def test_curves_and_intervals(built) -> None:
     pipeline, clip_dir = built
     detector = load_zero_shot(clip_dir, [DIGITS, PAIR])
-    cfg = {"prompts": ["", PROMPT], "trajectories": 2, "completions": 3, "inference_steps": 10,
-           "guidance": 1.0, "seed": 0}  # fmt: skip
+    cfg = PipelineTransitionsSettings(
+        clip=str(clip_dir), prompts=("", PROMPT), features=(DIGITS, PAIR), trajectories=2,
+        completions=3, inference_steps=10, guidance=1.0, figure_trajectories=1, seed=0,
+    )  # fmt: skip
     curves, images = pipeline_transitions(pipeline, detector, cfg, [900, 500, 0])
     assert len(curves) == 2 * 2 * 3 * 2  # prompts x trajectories x grid steps x features
     assert curves["p"].between(0, 1).all() and (curves["ci_low"] <= curves["p"]).all()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, build_unet, sample
-from stepattr.latents.autoencoder import build_autoencoder
+from stepattr.detectors.classifier import ConvClassifier, predict_proba
+from stepattr.latents.autoencoder import AutoencoderSettings, build_autoencoder
 from stepattr.targets.generate import check_targets
 from stepattr.targets.prompts import decode, prompt_following, prompt_latents, prompted_targets
-from stepattr.transitions.classifier import ConvClassifier, predict_proba
 from stepattr.transitions.curves import (
     PromptedCompletions,
     completion_generators,
@@ -19,8 +19,10 @@ from stepattr.transitions.curves import (
 
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
          "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
-AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
-      "norm_num_groups": 4, "seed": 0}  # fmt: skip
+AE = AutoencoderSettings.from_config({
+    "block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
+    "norm_num_groups": 4, "epochs": 1, "batch_size": 16, "lr": 0.001, "kl_weight": 1e-6, "seed": 0,
+})  # fmt: skip
 
 
 @pytest.fixture(scope="module")

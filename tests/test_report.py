@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from stepattr.core.provenance import describe_config
 from stepattr.workflow.configs import load_config
-from stepattr.workflow.provenance import describe_config
 
 CONFIG = "config/config.yaml"
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from stepattr.core.io import read_benchmark
 from stepattr.workflow.dry_run import dry_run
 from stepattr.workflow.runtimes import (
     TargetRuntime,
     benchmark_paths,
     markdown,
-    read_benchmark,
     target_runtime,
 )
 

@@ -12,6 +12,7 @@ from stepattr.core.io import load_json
 from stepattr.datasets.prepare import prepare_dataset
 from stepattr.text.encoder import (
     EOW,
+    TextEncoderSettings,
     learn_bpe_merges,
     load_text_encoder,
     load_text_states,
@@ -22,10 +23,10 @@ from stepattr.text.encoder import (
 )
 
 TEMPLATES = ["a handwritten digit {}", "the number {}"]
-TEXT_CFG = {
+TEXT_CFG = TextEncoderSettings.from_config({
     "pretrained": None, "vocab_size": 600, "context": 12, "width": 32, "layers": 1, "heads": 2,
     "patch_size": 4, "epochs": 1, "batch_size": 32, "lr": 0.001, "seed": 0,
-}  # fmt: skip
+})  # fmt: skip
 
 
 @pytest.fixture(scope="module")

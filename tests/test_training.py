@@ -15,14 +15,10 @@ from tiny_models import killed_at_step
 from stepattr.core.diffusion import Schedule, load_model, save_model, unet_kwargs
 from stepattr.core.io import save_json, save_npz
 from stepattr.core.seeds import derive_seed
+from stepattr.training.jobs import train_and_save
+from stepattr.training.recipe import BatchOrder, DiffusionTrainer, TrainSettings, ema_decay_at
 from stepattr.training.subsets import subset_masks, subset_model_seed, subset_size, subset_table
-from stepattr.training.train import (
-    BatchOrder,
-    DiffusionTrainer,
-    ema_decay_at,
-    train_and_save,
-    train_diffusion,
-)
+from stepattr.training.train import train_diffusion
 from stepattr.workflow.checks import ConfigError, check_config
 from stepattr.workflow.configs import load_config
 
@@ -45,8 +41,8 @@ def images() -> np.ndarray:
     return out
 
 
-def train_cfg(cfg: dict, **overrides) -> dict:
-    return {**cfg["train"], "batch_size": 8, **overrides}
+def train_cfg(cfg: dict, **overrides) -> TrainSettings:
+    return TrainSettings.from_config({**cfg["train"], "batch_size": 8, **overrides})
 
 
 def run(cfg: dict, images: np.ndarray, steps: int = 4, seed: int = 0, state=None, **overrides):
@@ -165,7 +161,7 @@ def test_subset_mask_restricts_the_data_used(ci_config, images, tmp_path):
     cfg = train_cfg(ci_config)
     common = dict(
         train_split=split, manifest=manifest, state_path=tmp_path / "state.pt",
-        model_cfg=ci_config["model"], train_cfg=cfg, diffusion_cfg=ci_config["diffusion"],
+        model_cfg=ci_config["model"], train=cfg, diffusion_cfg=ci_config["diffusion"],
         seed=5, steps=3, device=CPU, masks=tmp_path / "masks.npy", progress=False,
     )  # fmt: skip
     train_and_save(out_dir=tmp_path / "subset_1_s0", model_id="subset_1_s0", subset_row=1, **common)
@@ -229,7 +225,7 @@ def test_wrong_mask_file_is_an_error_naming_it(ci_config, images, tmp_path):
         train_and_save(
             train_split=split, manifest=manifest, out_dir=tmp_path / "m",
             state_path=tmp_path / "s.pt",
-            model_cfg=ci_config["model"], train_cfg=train_cfg(ci_config),
+            model_cfg=ci_config["model"], train=train_cfg(ci_config),
             diffusion_cfg=ci_config["diffusion"], model_id="subset_0_s0", seed=0, steps=1,
             device=CPU, masks=tmp_path / "masks.npy", subset_row=0, progress=False,
         )  # fmt: skip
@@ -288,12 +284,13 @@ def test_mismatched_checkpoint_is_an_error_naming_it(ci_config, tmp_path):
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_zero():
-    from stepattr.training.train import learning_rate_at
+    from stepattr.training.recipe import learning_rate_at
 
-    cfg = {"lr": 0.01, "warmup_steps": 10}
+    section = {"steps": 110, "batch_size": 8, "seed": 0, "lr": 0.01, "warmup_steps": 10}
+    cfg = TrainSettings.from_config(section)
     assert learning_rate_at(cfg, 0, None) == pytest.approx(0.001)
     assert learning_rate_at(cfg, 9, None) == learning_rate_at(cfg, 500, None) == 0.01
-    cosine = cfg | {"lr_schedule": "cosine"}
+    cosine = TrainSettings.from_config(section | {"lr_schedule": "cosine"})
     assert learning_rate_at(cosine, 4, 110) == learning_rate_at(cfg, 4, 110)  # same warmup
     assert learning_rate_at(cosine, 10, 110) == pytest.approx(0.01)
     assert learning_rate_at(cosine, 60, 110) == pytest.approx(0.005)
@@ -302,3 +299,15 @@ def test_learning_rate_warms_up_then_stays_or_decays_to_zero():
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
     with pytest.raises(ValueError, match="total steps"):
         learning_rate_at(cosine, 20, None)
+
+
+def test_train_settings_are_typed_once_and_refuse_unknown_keys():
+    section = {"steps": "30", "batch_size": 8, "seed": 0, "lr": "1e-3", "grad_clip": None}
+    settings = TrainSettings.from_config(section)
+    assert (settings.steps, settings.lr, settings.grad_clip) == (30, 0.001, None)
+    assert settings.ema_decay == 0.999  # config/schema.yaml's default
+    assert "threads" not in settings.recipe() and settings.recipe()["lr"] == 0.001
+    with pytest.raises(ValueError, match="unknown keys \\['lr_warmup'\\]"):
+        TrainSettings.from_config(section | {"lr_warmup": 5})
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainSettings.from_config(section | {"lr_schedule": "linear"})

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
 from stepattr.core.io import load_json, save_json
-from stepattr.core.outputs import output_value, target_draws, train_draws
+from stepattr.core.names import attribution_methods, method_name, parse_method
+from stepattr.core.output_functions import output_value, target_draws, train_draws
 from stepattr.trak.features import (
     GradientFeaturizer,
     make_featurizer,
@@ -30,7 +31,6 @@ from stepattr.trak.jobs import (
 from stepattr.trak.projectors import BLOCK_ROWS, TorchProjector, make_projector, projection_seed
 from stepattr.trak.scores import trak_scores, trak_scores_multi
 from stepattr.trak.storage import gather_shards, load_info, save_features
-from stepattr.workflow.names import attribution_methods, method_name, parse_method
 
 ALPHAS = Schedule().alphas_cumprod
 

@@ -13,13 +13,20 @@ import torch
 from tiny_models import TINY_UNET
 
 from stepattr.core.diffusion import Schedule, build_unet
-from stepattr.transitions.classifier import architecture, save_classifier, train_classifier
-from stepattr.transitions.clip_detector import (
+from stepattr.detectors.classifier import (
+    ClassifierSettings,
+    architecture,
+    save_classifier,
+    train_classifier,
+)
+from stepattr.detectors.clip import (
     ClipUnavailable,
     cached_pretrained_file,
     clip_prompts,
     load_clip,
 )
+from stepattr.detectors.detector import Detector, load_detector
+from stepattr.detectors.wilson import wilson_interval
 from stepattr.transitions.curves import (
     CURVE_COLUMNS,
     completion_classes,
@@ -28,9 +35,7 @@ from stepattr.transitions.curves import (
     sample_completions,
     steepest_rise,
     target_features,
-    wilson_interval,
 )
-from stepattr.transitions.detectors import Detector, load_detector
 from stepattr.transitions.feature_attribution import (
     influencer_fractions,
     phase_steps,
@@ -213,7 +218,7 @@ def test_top_influencers_order_and_bounds():
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    cfg = {
+    cfg = ClassifierSettings.from_config({
         "epochs": 1,
         "batch_size": 16,
         "lr": 0.01,
@@ -224,7 +229,7 @@ def classifier_dir(tmp_path_factory):
         "max_shift": 0,
         "threads": 1,
         "seed": 0,
-    }
+    })  # fmt: skip
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (32, 1, 8, 8)).astype(np.uint8)
     y = rng.integers(0, 3, 32)

@@ -37,8 +37,10 @@ def killed_at_step(monkeypatch, trainer_class: type, step: int) -> Iterator[None
 TINY_COND_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [0],
                   "norm_num_groups": 4, "attention_head_dim": 4}  # fmt: skip
 TINY_AE = {"block_out_channels": [8, 16], "latent_channels": 4, "layers_per_block": 1,
-           "norm_num_groups": 4, "seed": 0}  # fmt: skip
-TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0}
+           "norm_num_groups": 4, "epochs": 1, "batch_size": 16, "lr": 0.001, "kl_weight": 1e-6,
+           "seed": 0}  # fmt: skip
+TINY_TEXT = {"width": 16, "layers": 1, "heads": 2, "context": 10, "patch_size": 4, "seed": 0,
+             "vocab_size": 600, "epochs": 1, "batch_size": 16, "lr": 0.001}  # fmt: skip
 
 
 def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
@@ -49,17 +51,19 @@ def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
     from transformers import CLIPTextModel
 
     from stepattr.core.diffusion import Schedule, build_unet, save_model, unet_kwargs
-    from stepattr.latents.autoencoder import build_autoencoder
-    from stepattr.text.encoder import build_clip, train_tokenizer
+    from stepattr.latents.autoencoder import AutoencoderSettings, build_autoencoder
+    from stepattr.text.encoder import TextEncoderSettings, build_clip, train_tokenizer
 
     torch.manual_seed(0)
     tokenizer = train_tokenizer([f"a handwritten digit {d}" for d in range(10)], 600)
-    clip = build_clip(TINY_TEXT, len(tokenizer), 1, 8)
+    clip = build_clip(TextEncoderSettings.from_config(TINY_TEXT), len(tokenizer), 1, 8)
     tokenizer.save_pretrained(root / "text" / "tokenizer")
     CLIPTextModel(clip.config.text_config).save_pretrained(root / "text" / "text_encoder")
     clip.save_pretrained(root / "text" / "clip")
     tokenizer.save_pretrained(root / "text" / "clip")
-    build_autoencoder(TINY_AE, 1, 8).save_pretrained(root / "vae", safe_serialization=True)
+    build_autoencoder(AutoencoderSettings.from_config(TINY_AE), 1, 8).save_pretrained(
+        root / "vae", safe_serialization=True
+    )
     unet = build_unet(TINY_COND_UNET, 4, 4, cross_attention_dim=16)
     save_model(
         root / "unet", unet, unet_kwargs(TINY_COND_UNET, 4, 4, 16), Schedule(beta_end=beta_end)
@@ -69,7 +73,7 @@ def tiny_parts(root: Path, beta_end: float = 0.015) -> Path:
 
 def tiny_pipeline(root: Path) -> Path:
     """A StableDiffusionPipeline folder ``root``/pipeline of :func:`tiny_parts`."""
-    from stepattr.pipeline.export import assemble_pipeline, save_pipeline
+    from stepattr.stable_diffusion.export import assemble_pipeline, save_pipeline
 
     parts = tiny_parts(root / "parts")
     pipeline = assemble_pipeline(parts / "unet", parts / "vae", parts / "text", 0.5)

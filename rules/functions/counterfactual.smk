@@ -2,7 +2,7 @@
 
 
 def counterfactual_outputs():
-    """Table and figure of the removal-and-retrain check (issue: counterfactual check)."""
+    """Table and figure of the removal-and-retrain check."""
     return [f"{TABLES}/counterfactual.csv", f"{TABLES}/counterfactual.md", f"{FIGURES}/counterfactual.png"]
 
 
@@ -14,7 +14,7 @@ def counterfactual_reference():
 
 def removed_model_ids():
     """One retrained model per removal rule, pair and fraction."""
-    from stepattr.workflow.names import removed_model_id
+    from stepattr.core.names import removed_model_id
 
     cf = config["counterfactual"]
     return [
@@ -54,7 +54,7 @@ def counterfactual_fraction(wildcards):
 
 def counterfactual_eval_pairs(wildcards):
     """Pairs a model is evaluated on: every pair for the reference, else its own."""
-    from stepattr.workflow.names import parse_removed_model_id
+    from stepattr.core.names import parse_removed_model_id
 
     if wildcards.model_id == counterfactual_reference():
         return list(range(len(config["counterfactual"]["pairs"])))

@@ -7,7 +7,7 @@ EXPLORER = f"{OUT}/explorer"
 
 
 def explorer_outputs():
-    """The attribution explorer page (issue #32)."""
+    """The attribution explorer page."""
     return [f"{EXPLORER}/index.html"]
 
 

@@ -2,7 +2,7 @@
 
 
 def figures_outputs():
-    """Influencer figures and GIFs, the overview, patch scores and figure (issue: figures)."""
+    """Influencer figures and GIFs, the overview, patch scores and figure."""
     files = [f"{FIGURES}/influencers.png"] + influencer_figure_files("png") + influencer_figure_files("gif")
     if config["figures"]["patch_targets"]:
         files += list(patch_score_files().values()) + [f"{FIGURES}/patches.png"]

@@ -6,18 +6,18 @@ INFLUENCE = f"{OUT}/influence"
 
 def influence_methods():
     """K-FAC / EK-FAC methods of this run: influence.methods x attribution.output_functions."""
-    from stepattr.workflow.names import influence_methods as methods_of
+    from stepattr.core.names import influence_methods as methods_of
 
     return methods_of(config)
 
 
 def influence_outputs():
-    """Score directories of the influence methods (issue: EK-FAC influence)."""
+    """Score directories of the influence methods."""
     return [path for m in influence_methods() for path in score_files(m).values()]
 
 
 def influence_output_function(wildcards):
-    from stepattr.workflow.names import parse_influence_method
+    from stepattr.core.names import parse_influence_method
 
     return parse_influence_method(wildcards.method)[1]
 
@@ -42,11 +42,7 @@ def influence_score_inputs(wildcards):
 
 
 def influence_mem_mb():
-    """Host memory of a scoring job: the rotated target gradients (targets x steps x p, float32)
-    and one batch of training gradients per (variant, damping), plus torch."""
-    from stepattr.workflow.cost import set_sizes
+    """Host memory of an influence scoring job (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
 
-    queries = sum(set_sizes(config).values()) * len(config["sampling"]["grid"])
-    p = num_unet_parameters()
-    batch = config["influence"]["batch_size"]
-    return int(torch_mem_mb(batch) + 4 * p * (2 * queries + 3 * batch) / 1e6)
+    return cost.influence_mem_mb(config)

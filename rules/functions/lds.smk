@@ -5,7 +5,7 @@ LDS_DIR = f"{OUT}/lds"
 
 
 def lds_outputs():
-    """Subset ground truth, baselines, LDS tables and figure (issue: LDS evaluation)."""
+    """Subset ground truth, baselines, LDS tables and figure."""
     return [
         f"{TABLES}/lds.csv",
         f"{TABLES}/lds.md",

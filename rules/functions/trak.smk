@@ -23,7 +23,7 @@ def featurize_settings():
 
 
 def featurize_outputs():
-    """TRAK features and scores (issue: per-step TRAK featurization)."""
+    """TRAK features and scores."""
     return [path for m in attribution_methods() for path in score_files(m).values()]
 
 
@@ -54,18 +54,8 @@ def score_inputs(wildcards):
     }
 
 
-def num_unet_parameters():
-    from stepattr.workflow.cost import num_unet_parameters as count
-
-    return count(config)
-
-
-def train_size_estimate():
-    from stepattr.workflow.cost import train_size
-
-    return train_size(config)
-
-
 def gather_mem_mb():
-    """Host memory of gathering a model's train shards: the shards and the result, float32."""
-    return int(1000 + 2 * 4 * train_size_estimate() * config["attribution"]["proj_dim"] / 1e6)
+    """Host memory of gathering a model's train shards (stepattr.workflow.cost)."""
+    from stepattr.workflow import cost
+
+    return cost.gather_mem_mb(config)

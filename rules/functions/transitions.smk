@@ -5,7 +5,7 @@ CLASSIFIER_FILES = ["model.safetensors", "config.json", "metrics.json"]
 
 
 def classifier_outputs():
-    """Classifier, feature curves, feature attribution (issue: feature transitions)."""
+    """Classifier, feature curves, feature attribution."""
     return (
         [f"{OUT}/classifier/{name}" for name in CLASSIFIER_FILES]
         + transition_files("")

@@ -36,7 +36,7 @@ import torch
 
 from stepattr.core.diffusion import Schedule, build_unet, eps_model, resolve_device
 from stepattr.core.io import save_csv, save_json
-from stepattr.core.outputs import output_value, train_draws
+from stepattr.core.output_functions import output_value, train_draws
 from stepattr.trak.features import make_featurizer, train_features
 from stepattr.workflow.configs import load_config
 

@@ -1,6 +1,6 @@
 """Training img/s and sampling steps/s of a config's UNet on this machine's device.
 
-Standalone (not a rule): runs the workflow's own training step (stepattr.training.train) and
+Standalone (not a rule): runs the workflow's own training step (stepattr.training.recipe) and
 ancestral sampler (stepattr.core.diffusion.sample) on random images of the config's shape, prints
 the figures and appends them to results/benchmarks/training.csv (+ one JSON per run).
 
@@ -30,7 +30,7 @@ import torch
 from stepattr.core.diffusion import Schedule, resolve_device, sample
 from stepattr.core.images import to_model_space
 from stepattr.core.io import save_csv, save_json
-from stepattr.training.train import DiffusionTrainer, use_compile
+from stepattr.training.recipe import DiffusionTrainer, TrainSettings, use_compile
 from stepattr.workflow.configs import load_config
 
 
@@ -72,7 +72,7 @@ def time_sampling(unet: torch.nn.Module, schedule: Schedule, batch: int, steps: 
 def time_subset_groups(
     images: torch.Tensor,
     cfg: dict,
-    train_cfg: dict,
+    train_cfg: TrainSettings,
     device: torch.device,
     groups: list[int],
     steps: int,
@@ -154,19 +154,20 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config([args.config])  # the default, then the overlay
-    train_cfg = dict(cfg["train"])
+    section = dict(cfg["train"])
     if args.batch_size:
-        train_cfg["batch_size"] = args.batch_size
+        section["batch_size"] = args.batch_size
     if args.compile:
-        train_cfg["compile"] = {"true": True, "false": False}.get(args.compile, "auto")
-    threads = args.threads or int(train_cfg.get("threads", 1))
+        section["compile"] = {"true": True, "false": False}.get(args.compile, "auto")
+    train_cfg = TrainSettings.from_config(section)
+    threads = args.threads or train_cfg.threads
     torch.set_num_threads(threads)
     device = resolve_device(args.device or cfg["device"])
     size, channels = int(cfg["dataset"]["image_size"]), int(cfg["dataset"].get("channels", 3))
     if cfg["dataset"]["source"] == "mnist5k":
         channels = 1
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (max(4 * train_cfg["batch_size"], 512), channels, size, size))
+    images = rng.integers(0, 256, (max(4 * train_cfg.batch_size, 512), channels, size, size))
     schedule = Schedule.from_config(cfg["diffusion"])
     if args.subset_groups:
         groups = sorted(set(args.subset_groups) | {1})
@@ -177,7 +178,7 @@ def main() -> None:
         common = {
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "config": args.config, "device": str(device), "threads": threads,
-            "batch_size": train_cfg["batch_size"], "alpha": cfg["subsets"]["alpha"],
+            "batch_size": train_cfg.batch_size, "alpha": cfg["subsets"]["alpha"],
             "steps_timed": args.steps, "load_average_1min": round(os.getloadavg()[0], 2),
         }  # fmt: skip
         rows = [common | row for row in rows]
@@ -203,8 +204,8 @@ def main() -> None:
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in trainer.unet.parameters()),
         "image_size": size,
-        "batch_size": train_cfg["batch_size"],
-        "compile": use_compile(train_cfg.get("compile", "auto"), device),
+        "batch_size": train_cfg.batch_size,
+        "compile": use_compile(train_cfg.compile, device),
         "bf16_autocast": device.type == "cuda",
         "train_steps_timed": args.steps,
         "train_img_per_s": round(train_img_s, 1),

@@ -5,41 +5,6 @@ from stepattr.workflow.script import start
 
 smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
-from pathlib import Path  # noqa: E402
+from stepattr.targets.jobs import run_sample_targets  # noqa: E402
 
-import torch  # noqa: E402
-
-from stepattr.core.diffusion import load_model, resolve_device  # noqa: E402
-from stepattr.core.images import load_split  # noqa: E402
-from stepattr.latents.autoencoder import autoencoder_source, load_autoencoder, load_latents  # noqa: E402
-from stepattr.targets.generate import generated_targets, save_grid_png, save_targets  # noqa: E402
-from stepattr.targets.prompts import prompted_targets  # noqa: E402
-from stepattr.text.encoder import load_text_states  # noqa: E402
-from stepattr.workflow.names import LATENT_FAMILIES  # noqa: E402
-
-torch.set_num_threads(smk.threads)
-p = smk.params
-device = resolve_device(p.device)
-unet, schedule, _ = load_model(Path(smk.input.model).parent, device)
-if p.family in LATENT_FAMILIES:
-    source = autoencoder_source(smk.input.autoencoder, p.hub_id)
-    arrays = prompted_targets(
-        unet,
-        schedule,
-        load_autoencoder(source, device=device),
-        load_latents(smk.input.latents)[2],
-        load_text_states(smk.input.text_states),
-        p.prompts,
-        load_split(smk.input.train)[2],
-        p.num_targets,
-        list(p.grid),
-        p.inference_steps,
-        p.guidance,
-        p.seed,
-    )
-else:
-    arrays = generated_targets(
-        unet, schedule, p.num_targets, list(p.grid), p.inference_steps, p.seed, progress=True
-    )
-save_targets(smk.output.targets, arrays)
-save_grid_png(smk.output.png, arrays.get("decoded_x0", arrays["x0"]))
+run_sample_targets(smk)

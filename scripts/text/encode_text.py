@@ -4,19 +4,6 @@ from stepattr.workflow.script import start
 
 smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
+from stepattr.text.jobs import run_encode_text  # noqa: E402
 
-import torch  # noqa: E402
-
-from stepattr.core.diffusion import resolve_device  # noqa: E402
-from stepattr.text.encoder import (  # noqa: E402
-    load_text_encoder,
-    text_encoder_source,
-    write_text_states,
-)
-
-torch.set_num_threads(smk.threads)
-source = text_encoder_source(smk.input.text_encoder, smk.params.hub_id)
-tokenizer, encoder = load_text_encoder(source, resolve_device(smk.params.device))
-prompts = [prompt["text"] for prompt in smk.params.prompts]
-count = write_text_states(tokenizer, encoder, smk.input.train, prompts, smk.output.states)
-print(f"{count} distinct captions encoded")
+run_encode_text(smk)

@@ -151,3 +151,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def read_benchmark(path: str | Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one Snakemake benchmark file (its last repeat)."""
+    row = pd.read_csv(path, sep="\t").iloc[-1]
+    return float(row["s"]), float(row["cpu_time"])

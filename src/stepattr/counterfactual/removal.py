@@ -8,7 +8,7 @@ full_0's number of steps, else a model trained on all data with the retraining's
 seed. With every model this module measures:
 
 - ``f``: the loss output function f_t of x at t on the fixed ``x0hat_t``, with the same R
-  noises for every model (:func:`stepattr.core.outputs.step_losses`, the LDS ground
+  noises for every model (:func:`stepattr.core.output_functions.step_losses`, the LDS ground
   truth, common random numbers);
 - P(same feature | x_t) from N completions of the saved latent x_t, where the feature is the
   detector's class of the target's final x0 (:func:`stepattr.transitions.curves.target_features`):
@@ -44,13 +44,13 @@ from tqdm.auto import tqdm
 from stepattr.core.diffusion import eps_model, load_model
 from stepattr.core.images import load_split
 from stepattr.core.io import save_csv
-from stepattr.core.outputs import step_losses
+from stepattr.core.names import REMOVAL_RULES
+from stepattr.core.output_functions import step_losses
 from stepattr.core.seeds import RANDOM_REMOVAL, numpy_rng
+from stepattr.detectors.detector import Detector
 from stepattr.training.subsets import save_masks
 from stepattr.trak.storage import load_scores, score_row
 from stepattr.transitions.curves import load_targets, sample_completions, target_features
-from stepattr.transitions.detectors import Detector
-from stepattr.workflow.names import REMOVAL_RULES
 
 PAIR_COLUMNS = ["pair", "target_id", "step", "t_low"]
 REMOVAL_COLUMNS = ["rank", "train_index", "label", "score", "trak_score"]

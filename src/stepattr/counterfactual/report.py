@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from stepattr.transitions.curves import wilson_interval
-from stepattr.workflow.names import parse_removed_model_id
-from stepattr.workflow.provenance import describe_config
+from stepattr.core.names import parse_removed_model_id
+from stepattr.core.provenance import describe_config
+from stepattr.detectors.wilson import wilson_interval
 
 SCHEMES = {"interval": "(a) retrained on the interval only", "rest": "(b) retrained from t on"}
 LEVEL = 0.95

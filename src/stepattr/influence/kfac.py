@@ -45,10 +45,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import add_noise, eps_model
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, output_value, train_draws
+from stepattr.core.names import INFLUENCE_VARIANTS
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, output_value, train_draws
 from stepattr.core.seeds import derive_seed
-from stepattr.trak.factored import watch_gradient
-from stepattr.workflow.names import INFLUENCE_VARIANTS
+from stepattr.core.taps import Tap, tapped
 
 KRONECKER_MODULES = (nn.Conv2d, nn.Linear)
 VARIANTS = tuple(INFLUENCE_VARIANTS)
@@ -133,43 +133,23 @@ def layer_taps(
     in_rotations: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[None]:
     """While open, every backward hands each layer's rows to ``consume``: its input rows
-    (rotated by ``in_rotations[index]``, Q_A, where given) and its output-gradient rows.
+    (rotated by ``in_rotations[index]``, Q_A, where given) and its output-gradient rows
+    (:func:`stepattr.core.taps.tapped`: parameters frozen meanwhile)."""
 
-    Parameters are frozen meanwhile (no weight gradient is computed at all): what a weight's
-    gradient is made of, the layer's input and output gradient, is all that is needed.
-    """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    handles = []
-
-    def hook(index: int, layer: KroneckerLayer) -> Callable:
+    def tap(index: int, layer: KroneckerLayer) -> Tap:
         module = model.get_submodule(layer.name)
 
-        def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            x = args[0].detach()
+        def backward(x: torch.Tensor, g: torch.Tensor) -> None:
+            if in_rotations is None:
+                a = _input_rows(module, x, layer.bias)
+            else:
+                a = _rotated_input_rows(module, x, layer.bias, in_rotations[index])
+            consume(index, a, _grad_rows(module, g))
 
-            def backward(g: torch.Tensor) -> None:
-                if in_rotations is None:
-                    a = _input_rows(module, x, layer.bias)
-                else:
-                    a = _rotated_input_rows(module, x, layer.bias, in_rotations[index])
-                consume(index, a, _grad_rows(module, g))
+        return Tap(module, backward)
 
-            return watch_gradient(output, backward)
-
-        return forward
-
-    try:
-        for param in trainable:
-            param.requires_grad_(False)
-        for index, layer in enumerate(layers):
-            module = model.get_submodule(layer.name)
-            handles.append(module.register_forward_hook(hook(index, layer)))
+    with tapped(model, [tap(index, layer) for index, layer in enumerate(layers)]):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        for param in trainable:
-            param.requires_grad_(True)
 
 
 def rotated_gradients(g: torch.Tensor, a: torch.Tensor, q_out: torch.Tensor) -> torch.Tensor:
@@ -206,8 +186,8 @@ def gauss_newton_passes(
     """Backpropagate ``<eps_hat_r, xi_r>`` for every draw r of every training image, handing
     the layers' rows to ``consume``; returns the number of rows (images x draws).
 
-    The draws are the training draws of :mod:`stepattr.core.outputs` (seeded by example), so
-    fitting on a shard or another batch size gives the same rows.
+    The draws are the training draws of :mod:`stepattr.core.output_functions` (seeded by
+    example), so fitting on a shard or another batch size gives the same rows.
     """
     param = next(model.parameters())
     eps = eps_model(model.eval())
@@ -423,7 +403,7 @@ def stream_scores(
 ) -> np.ndarray:
     """Scores ``(C, Q, n)`` float32: ``queries (Q, p) @ (weights[c] * r_i)`` for every
     training image i, its rotated gradient r_i computed batch by batch and never stored; its
-    draws are TRAK's (``timesteps``: :func:`stepattr.core.outputs.train_draws`)."""
+    draws are TRAK's (``timesteps``: :func:`stepattr.core.output_functions.train_draws`)."""
     device, dtype = rotated.device, rotated.dtype
     queries, weights = queries.to(device, dtype), weights.to(device, dtype)
     out = np.empty((weights.shape[0], queries.shape[0], len(images)), dtype=np.float32)

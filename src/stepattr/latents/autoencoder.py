@@ -16,6 +16,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +28,54 @@ from tqdm.auto import tqdm
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_dir, save_csv, save_json, save_npz
 from stepattr.core.seeds import numpy_rng
+from stepattr.core.settings import settings_from
 
 log = logging.getLogger(__name__)
 
 AUTOENCODER_DATA = 11  # seed stream of the autoencoder's batch order (after stepattr.core.seeds)
 
 
-def build_autoencoder(cfg: Mapping[str, Any], channels: int, image_size: int) -> Any:
-    """A fresh ``AutoencoderKL`` from the ``autoencoder`` config section, seeded."""
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """The ``autoencoder`` section (config/schema.yaml), typed once where a job starts."""
+
+    block_out_channels: tuple[int, ...]
+    latent_channels: int
+    layers_per_block: int
+    norm_num_groups: int
+    epochs: int
+    batch_size: int
+    lr: float
+    kl_weight: float
+    seed: int
+    pretrained: str | None = None
+    threads: int = 1
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> AutoencoderSettings:
+        return settings_from(cls, section, "autoencoder")
+
+
+def build_autoencoder(cfg: AutoencoderSettings, channels: int, image_size: int) -> Any:
+    """A fresh ``AutoencoderKL`` from the ``autoencoder`` settings, seeded."""
     from diffusers import AutoencoderKL
 
-    widths = [int(c) for c in cfg["block_out_channels"]]
-    if any(c % int(cfg["norm_num_groups"]) for c in widths):
+    widths = cfg.block_out_channels
+    if any(c % cfg.norm_num_groups for c in widths):
         raise ValueError(
-            f"autoencoder.block_out_channels {widths} must be divisible by "
-            f"autoencoder.norm_num_groups = {cfg['norm_num_groups']}"
+            f"autoencoder.block_out_channels {list(widths)} must be divisible by "
+            f"autoencoder.norm_num_groups = {cfg.norm_num_groups}"
         )
-    torch.manual_seed(int(cfg["seed"]))
+    torch.manual_seed(cfg.seed)
     return AutoencoderKL(
         in_channels=channels,
         out_channels=channels,
         down_block_types=("DownEncoderBlock2D",) * len(widths),
         up_block_types=("UpDecoderBlock2D",) * len(widths),
-        block_out_channels=tuple(widths),
-        layers_per_block=int(cfg["layers_per_block"]),
-        latent_channels=int(cfg["latent_channels"]),
-        norm_num_groups=int(cfg["norm_num_groups"]),
+        block_out_channels=widths,
+        layers_per_block=cfg.layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=cfg.norm_num_groups,
         sample_size=image_size,
     )
 
@@ -109,7 +132,7 @@ def encode_means(vae: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
 def train_autoencoder(
     train_path: str | os.PathLike,
     test_path: str | os.PathLike,
-    cfg: Mapping[str, Any],
+    cfg: AutoencoderSettings,
     out_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
@@ -122,14 +145,14 @@ def train_autoencoder(
     images, _, _ = load_split(train_path)
     test_images, _, _ = load_split(test_path)
     vae = build_autoencoder(cfg, images.shape[1], images.shape[-1]).to(device).train()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg["lr"]))
-    batch, epochs, kl_weight = int(cfg["batch_size"]), int(cfg["epochs"]), float(cfg["kl_weight"])
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    batch, epochs, kl_weight = cfg.batch_size, cfg.epochs, cfg.kl_weight
     steps_per_epoch = math.ceil(len(images) / batch)
-    generator = torch.Generator().manual_seed(int(cfg["seed"]))
+    generator = torch.Generator().manual_seed(cfg.seed)
     rows = []
     progress = tqdm(total=epochs * steps_per_epoch, desc="autoencoder", mininterval=5)
     for epoch in range(epochs):
-        order = numpy_rng(AUTOENCODER_DATA, int(cfg["seed"]), epoch).permutation(len(images))
+        order = numpy_rng(AUTOENCODER_DATA, cfg.seed, epoch).permutation(len(images))
         for start in range(0, len(images), batch):
             x = to_model_space(images[order[start : start + batch]]).to(device)
             posterior = vae.encode(x).latent_dist
@@ -157,7 +180,7 @@ def train_autoencoder(
         "test_images": int(len(test_images)),
         "epochs": epochs,
         "latent_shape": list(encode_means(vae, test_images[:1], 1).shape[1:]),
-        "config": dict(cfg),
+        "config": asdict(cfg) | {"block_out_channels": list(cfg.block_out_channels)},
     }
     log.info("test reconstruction MSE %.5f (PSNR %.2f dB)", test_mse, metrics["test_psnr_db"])
     out_dir = Path(out_dir)

@@ -15,8 +15,8 @@ import pandas as pd
 
 from stepattr.core.images import load_split, save_image_grid, to_model_space, to_uint8
 from stepattr.core.io import save_csv, save_text
+from stepattr.detectors.classifier import predict_proba
 from stepattr.latents.autoencoder import reconstruct
-from stepattr.transitions.classifier import predict_proba
 
 TABLE_COLUMNS = ["images", "mse", "psnr_db", "accuracy_original", "accuracy_reconstruction"]
 

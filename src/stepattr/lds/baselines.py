@@ -12,7 +12,7 @@ to the target at that step = more positive.
   averaged over models.
 
 A new baseline: its function here and its branch in :func:`compute`, its name in
-:data:`stepattr.workflow.names.BASELINES` (which puts it in every LDS table and gives it a
+:data:`stepattr.core.names.BASELINES` (which puts it in every LDS table and gives it a
 ``baseline_scores`` job), and its test in tests/test_lds.py.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from stepattr.workflow.names import BASELINES
+from stepattr.core.names import BASELINES
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stepattr.core.io import save_csv
+from stepattr.core.io import read_benchmark, save_csv
 from stepattr.lds.ground_truth import load_subset_outputs
 from stepattr.lds.metric import bootstrap_lds, predicted_outputs, select_lambda
 from stepattr.trak.scores import trak_scores_multi
 from stepattr.trak.storage import load_method_features
-from stepattr.workflow.runtimes import read_benchmark
 
 FULL = re.compile(r"full_(\d+)")
 SUBSET = re.compile(r"subset_(\d+)_s\d+")

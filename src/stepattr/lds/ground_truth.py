@@ -5,12 +5,13 @@ every model, seeded per global target id, so differences between models are not 
 
 - ``f`` (m, G): the journey-TRAK output function at every grid step,
   ``f_t = sum_r mean_pixels (eps(sqrt(a_t) x0hat_t + sqrt(1-a_t) e_r, t) - e_r)^2`` with the
-  R noises of :func:`stepattr.core.outputs.target_draws`. With the featurizer's seed and R it is
-  exactly the function whose gradient TRAK projects; a larger R (``lds.target_resamples``)
-  keeps those R noises as its first ones and adds more (a less noisy ground truth).
+  R noises of :func:`stepattr.core.output_functions.target_draws`. With the featurizer's seed
+  and R it is exactly the function whose gradient TRAK projects; a larger R
+  (``lds.target_resamples``) keeps those R noises as its first ones and adds more (a less
+  noisy ground truth).
 - ``dtrak`` (m,): D-TRAK's ground truth, the diffusion loss of the final image x0 averaged
   over D (timestep, noise) draws, timesteps uniform on [0, T)
-  (:func:`stepattr.core.outputs.train_draws`
+  (:func:`stepattr.core.output_functions.train_draws`
   seeded per target id, from ``lds.seed`` through the stream tag ``DTRAK_DRAWS``).
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from stepattr.core.diffusion import eps_model, load_model
-from stepattr.core.outputs import diffusion_losses, step_losses
+from stepattr.core.output_functions import diffusion_losses, step_losses
 from stepattr.core.seeds import derive_seed
 from stepattr.targets.sets import TargetSets
 

@@ -15,15 +15,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stepattr.core.diffusion import resolve_device
 from stepattr.core.images import load_split, to_model_space
+from stepattr.core.io import load_json, save_csv, save_json, save_npz, save_text
 from stepattr.lds import baselines
-from stepattr.lds.ground_truth import load_subset_outputs
+from stepattr.lds.ground_truth import (
+    load_subset_outputs,
+    load_subset_outputs_by_seed,
+    subset_model_outputs,
+)
 from stepattr.lds.metric import select_lambda
-from stepattr.lds.tables import dtrak_lds_rows, paired_lds_rows, step_lds_rows
-from stepattr.targets.sets import TargetSets
+from stepattr.lds.tables import (
+    CEILING,
+    CEILING_NOTE,
+    ceiling_rows,
+    dtrak_lds_rows,
+    lds_header,
+    lds_markdown,
+    paired_lds_rows,
+    paired_markdown,
+    plot_lds,
+    step_lds_rows,
+)
+from stepattr.targets.sets import TargetSets, load_target_sets, prompt_states
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
-from stepattr.trak.storage import load_method_features, load_scores, load_whole_loss
+from stepattr.trak.storage import load_method_features, load_scores, load_whole_loss, save_scores
 
 
 def image_embedder(
@@ -38,10 +55,10 @@ def image_embedder(
     CLIP's image tower where ``clip.weights`` load; otherwise (no weights, or not cached) the
     workflow classifier's penultimate layer. The name says which, for the tables.
     """
-    from stepattr.transitions.classifier import embed, load_classifier
+    from stepattr.detectors.classifier import embed, load_classifier
 
     if clip_cfg.get("weights") is not None:
-        from stepattr.transitions.clip_detector import ClipUnavailable, load_clip
+        from stepattr.detectors.clip import ClipUnavailable, load_clip
 
         try:
             clip = load_clip(clip_cfg, class_names, device=device)
@@ -286,3 +303,169 @@ def lds_frames(
                     targets.target_set, n_boot, seed, level,
                 )  # fmt: skip
     return pd.DataFrame(steps), pd.DataFrame(whole), pd.DataFrame(paired), labels
+
+
+def run_baseline_scores(smk: Any) -> None:
+    """Rules baseline_scores, embedding_scores: a baseline's scores (TRAK format), index, meta."""
+    torch.set_num_threads(smk.threads)
+    name = smk.wildcards.get("baseline", "embedding")
+    targets = load_target_sets(smk.input.targets, smk.params.target_sets)
+    meta = {"method": name, "grid": targets.grid, "lambda": None, **smk.params.provenance}
+    embed = feature_paths = None
+    if name == "random":
+        meta["seed"] = smk.params.seed
+    if name == "embedding":
+        classifier_dir = Path(smk.input.classifier[0]).parent
+        _, _, class_names = load_split(smk.input.train)
+        device = resolve_device(smk.params.device)
+        embed, meta["embedder"] = image_embedder(
+            smk.params.clip, classifier_dir, class_names, device
+        )
+        meta["models"] = [str(classifier_dir)]
+    if name == "graddot":
+        feature_paths = (
+            smk.input.train_features,
+            smk.input.target_features,
+            smk.input.whole_loss_features,
+        )
+        meta["models"] = smk.params.models
+        meta["features"] = list(smk.input.train_features)
+    scores, whole_loss = baseline_scores(
+        name, targets, smk.input.train, smk.params.seed, embed, feature_paths
+    )
+    print(f"{name}: scores {scores.shape}, mean {scores.mean():.4g}, std {scores.std():.4g}")
+    save_scores(dict(smk.output.items()), scores, targets.index(), meta, whole_loss)
+
+
+def run_eval_subset_outputs(smk: Any) -> None:
+    """Rule eval_subset_outputs: a subset model's f_t at every grid step and D-TRAK loss per
+    target."""
+    torch.set_num_threads(smk.threads)
+    targets = load_target_sets(smk.input.targets, smk.params.target_sets)
+    outputs = subset_model_outputs(
+        Path(smk.input.model).parent,
+        targets,
+        resamples=smk.params.resamples,
+        seed=smk.params.seed,
+        dtrak_draws=smk.params.dtrak_draws,
+        dtrak_seed=smk.params.dtrak_seed,
+        batch_size=smk.params.batch_size,
+        device=resolve_device(smk.params.device),
+        states=prompt_states(targets, smk.input.get("text_states")),
+    )
+    print(
+        f"{smk.wildcards.model_id}: f {outputs['f'].shape}, mean {outputs['f'].mean():.5f}; "
+        f"dtrak mean {outputs['dtrak'].mean():.5f}"
+    )
+    save_npz(smk.output[0], **outputs)
+
+
+def run_lds_figure(smk: Any) -> None:
+    """Rule lds_figure: LDS against denoising step, one line per method, CI bands."""
+    frame = pd.read_csv(smk.input[0])
+    labels = dict(zip(frame["method"], frame["label"], strict=False))
+    files = ", ".join(smk.params.provenance["config_files"])
+    sub = smk.params.subsets
+    title = (
+        f"LDS per step ({files}; {sub['count']} subsets x {sub['seeds']} model(s), "
+        f"95% bootstrap CI over subsets and targets)"
+    )
+    plot_lds(frame, smk.output[0], labels, title)
+
+
+def run_lds_tables(smk: Any) -> None:
+    """Rule lds: per-step and D-TRAK-protocol LDS tables of every method (CSV + Markdown)."""
+    targets = load_target_sets(smk.input.targets, smk.params.target_sets)
+    rows, f_by_seed, dtrak_by_seed = load_subset_outputs_by_seed(
+        smk.input.outputs, smk.params.scored_models, targets.target_id
+    )
+    f, dtrak = (
+        f_by_seed.mean(axis=-1),
+        dtrak_by_seed.mean(axis=-1),
+    )  # a subset's truth: its seeds' mean
+    masks = load_masks(smk.input.masks, rows)
+    cfg = smk.params.lds
+    score_dirs = {
+        Path(p).parent.name: Path(p).parent
+        for p in smk.input.scores
+        if Path(p).name == "scores.npy"
+    }
+    boot = (cfg["bootstrap"], cfg["seed"], cfg["ci_level"])
+    steps, whole, paired, labels = lds_frames(
+        score_dirs, targets, masks, f, dtrak, *boot, reference=smk.params.reference
+    )
+    ceiling_steps, ceiling_whole = ceiling_rows(
+        f_by_seed, dtrak_by_seed, targets.grid, targets.target_set, *boot
+    )
+    if ceiling_steps:
+        n_seeds = f_by_seed.shape[-1]
+        labels[CEILING] = f"retraining ceiling (1 seed vs the other {n_seeds - 1})"
+        steps = pd.concat([pd.DataFrame(ceiling_steps), steps], ignore_index=True)
+        whole = pd.concat([pd.DataFrame(ceiling_whole), whole], ignore_index=True)
+    lambdas = {}
+    for method, directory in score_dirs.items():
+        meta = load_json(f"{directory}/meta.json")
+        for key, unit in (("lambda", ""), ("damping", " x mean eigenvalue")):
+            if meta.get(key) is not None:
+                lambdas[method] = tuning_label(key, unit, meta[f"{key}_record"])
+    header = lds_header(
+        smk.params.provenance,
+        smk.params.seeds,
+        smk.params.subsets,
+        cfg,
+        smk.params.resamples,
+        {name: int((targets.target_set == name).sum()) for name in smk.params.target_sets},
+        lambdas,
+        [
+            smk.input.masks,
+            f"{len(smk.input.outputs)} files like {smk.input.outputs[0]}",
+            f"{Path(smk.input.scores[0]).parent.parent}/<method>/scores.npy",
+        ],
+    )
+    if ceiling_steps:
+        header.append(CEILING_NOTE)
+    for frame in (steps, whole, paired):
+        frame.insert(1, "label", frame["method"].map(labels))
+    print(steps.to_string())
+    print(whole.to_string())
+    save_csv(smk.output.csv, steps)
+    save_csv(smk.output.dtrak_csv, whole)
+    save_text(smk.output.md, lds_markdown(steps, "LDS per denoising step", header, labels))
+    dtrak_header = header + [
+        "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
+        "timesteps; prediction = each method's whole-loss scores (its features, or images, of "
+        "the final image at the grid's timesteps, averaged), with its own held-out lambda or "
+        "damping"
+    ]
+    save_csv(smk.output.paired_csv, paired)
+    save_text(smk.output.paired_md, paired_markdown(paired, header, labels))
+    save_text(
+        smk.output.dtrak_md, lds_markdown(whole, "LDS, D-TRAK protocol", dtrak_header, labels)
+    )
+
+
+def tuning_label(key: str, unit: str, record: Mapping[str, Any]) -> str:
+    """A method's lambda or damping for the table header: per step, then the whole loss's,
+    each flagged where it sits on an end of the grid."""
+
+    def value(choice: Mapping[str, Any]) -> str:
+        edge = choice.get("grid_edge")
+        return f"{choice[key]:g}{unit}" + (f" ({edge} of the grid)" if edge else "")
+
+    return f"{key} {value(record)} (whole loss: {value(record['whole_loss'])})"
+
+
+def run_select_lambda(smk: Any) -> None:
+    """Rule select_lambda: the TRAK lambda with the best mean LDS over steps on held-out subsets."""
+    lambdas = [float(lam) for lam in smk.params.lambdas]
+    if not smk.params.heldout_models:
+        record = default_choice("lambda", "attribution.lambdas", lambdas)
+    else:
+        record = select_lambda_job(
+            lambdas,
+            (smk.input.train_features, smk.input.target_features, smk.input.whole_loss_features),
+            (smk.input.masks, smk.input.outputs),
+            smk.params.heldout_models,
+        )
+    print(record)
+    save_json(smk.output[0], {"method": smk.wildcards.method, **record})

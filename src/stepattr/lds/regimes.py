@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from stepattr.core.images import load_split
-from stepattr.core.io import save_csv
+from stepattr.core.io import read_benchmark, save_csv
 from stepattr.lds.ground_truth import (
     load_subset_outputs,
     load_subset_outputs_by_seed,
@@ -35,7 +35,6 @@ from stepattr.lds.metric import bootstrap_ceiling, lds_per_target, mean_lds_over
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
 from stepattr.trak.storage import load_method_features, load_whole_loss
-from stepattr.workflow.runtimes import read_benchmark
 
 SCREEN_CONFIG = "config/regimes/screen.yaml"  # from the repository root, where Snakemake runs
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stepattr.core.provenance import describe_config
 from stepattr.lds.metric import (
     LDS,
     bootstrap_ceiling,
@@ -27,7 +28,6 @@ from stepattr.lds.metric import (
     bootstrap_lds_difference,
     predicted_outputs,
 )
-from stepattr.workflow.provenance import describe_config
 
 CEILING = "ceiling"  # the retraining ceiling's rows in the LDS tables (method column)
 CEILING_NOTE = (

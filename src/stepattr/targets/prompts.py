@@ -24,8 +24,8 @@ import torch
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, sample
 from stepattr.core.seeds import GENERATED_TARGETS, derive_seed
-from stepattr.transitions.classifier import predict_proba
-from stepattr.transitions.curves import wilson_interval
+from stepattr.detectors.classifier import predict_proba
+from stepattr.detectors.wilson import wilson_interval
 
 PROMPTED_SAMPLES = 13  # seed stream (after stepattr.core.seeds' tags and the stages' own)
 COLUMNS = ["prompt", "label", "guidance", "n", "agree", "rate", "ci_low", "ci_high"]

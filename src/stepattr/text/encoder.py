@@ -19,6 +19,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from stepattr.core.images import load_captions, load_split, to_model_space
 from stepattr.core.io import atomic_dir, save_csv, save_json, save_npz
 from stepattr.core.seeds import numpy_rng
+from stepattr.core.settings import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -141,36 +143,58 @@ def token_ids(
     return enc.input_ids
 
 
-def build_clip(cfg: Mapping[str, Any], vocab_size: int, channels: int, image_size: int) -> Any:
-    """A small transformers ``CLIPModel`` from the ``text_encoder`` config section, seeded."""
+@dataclass(frozen=True)
+class TextEncoderSettings:
+    """The ``text_encoder`` section (config/schema.yaml), typed once where a job starts."""
+
+    vocab_size: int
+    context: int
+    width: int
+    layers: int
+    heads: int
+    patch_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    pretrained: str | None = None
+    threads: int = 1
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TextEncoderSettings:
+        return settings_from(cls, section, "text_encoder")
+
+
+def build_clip(cfg: TextEncoderSettings, vocab_size: int, channels: int, image_size: int) -> Any:
+    """A small transformers ``CLIPModel`` from the ``text_encoder`` settings, seeded."""
     from transformers import CLIPConfig, CLIPModel
 
-    width, layers, heads = int(cfg["width"]), int(cfg["layers"]), int(cfg["heads"])
+    width, layers, heads = cfg.width, cfg.layers, cfg.heads
     if width % heads:
         raise ValueError(f"text_encoder.width = {width} must be divisible by text_encoder.heads")
-    if image_size % int(cfg["patch_size"]):
+    if image_size % cfg.patch_size:
         raise ValueError(
-            f"text_encoder.patch_size = {cfg['patch_size']} must divide the image size {image_size}"
+            f"text_encoder.patch_size = {cfg.patch_size} must divide the image size {image_size}"
         )
     shared = {"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers,
               "num_attention_heads": heads}  # fmt: skip
     config = CLIPConfig(
         text_config={
-            **shared, "vocab_size": vocab_size, "max_position_embeddings": int(cfg["context"]),
+            **shared, "vocab_size": vocab_size, "max_position_embeddings": cfg.context,
             "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
         },
-        vision_config={**shared, "image_size": image_size, "patch_size": int(cfg["patch_size"]),
+        vision_config={**shared, "image_size": image_size, "patch_size": cfg.patch_size,
                        "num_channels": channels},
         projection_dim=width,
     )  # fmt: skip
-    torch.manual_seed(int(cfg["seed"]))
+    torch.manual_seed(cfg.seed)
     return CLIPModel(config)
 
 
 def train_text_encoder(
     train_path: str | os.PathLike,
     test_path: str | os.PathLike,
-    cfg: Mapping[str, Any],
+    cfg: TextEncoderSettings,
     out_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
@@ -180,14 +204,14 @@ def train_text_encoder(
 
     images, _, _ = load_split(train_path)
     captions = load_captions(train_path)
-    context = int(cfg["context"])
-    tokenizer = train_tokenizer([c for caps in captions for c in caps], int(cfg["vocab_size"]))
+    context = cfg.context
+    tokenizer = train_tokenizer([c for caps in captions for c in caps], cfg.vocab_size)
     unique = sorted({c for caps in captions for c in caps})
     ids = token_ids(tokenizer, unique, context, "captions of the training split")
     row_of = {c: i for i, c in enumerate(unique)}
     clip = build_clip(cfg, len(tokenizer), images.shape[1], images.shape[-1]).to(device).train()
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=float(cfg["lr"]), weight_decay=0.01)
-    batch, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=0.01)
+    batch, epochs, seed = cfg.batch_size, cfg.epochs, cfg.seed
     progress = tqdm(total=epochs * math.ceil(len(images) / batch), desc="clip", mininterval=5)
     rows = []
     for epoch in range(epochs):
@@ -213,7 +237,7 @@ def train_text_encoder(
         "vocab_size": len(tokenizer),
         "unique_captions": len(unique),
         "epochs": epochs,
-        "config": dict(cfg),
+        "config": asdict(cfg),
     }
     log.info("held-out caption retrieval accuracy %.4f", metrics["test_retrieval_accuracy"])
     text_encoder = CLIPTextModel(clip.config.text_config)

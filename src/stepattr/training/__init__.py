@@ -10,7 +10,10 @@ removal mask. Outputs: ``{outdir}/subsets/masks.npy`` and ``subsets.csv``;
 Config: ``train``, ``models``, ``subsets``, ``model``, ``diffusion``,
 ``counterfactual.train_steps``.
 
-Modules: ``train`` (the DDPM training loop, resumable state, :func:`train.train_and_save`),
+Modules: ``recipe`` (the DDPM recipe: batch order, learning rate, EMA, the one-model trainer,
+resumable state), ``batched`` (G shared-batch subset models trained as one), ``train`` (the
+training loop over either), ``jobs`` (the rule entry points: :func:`jobs.train_and_save`),
+``conditioning`` (caption conditioning of the text-to-image family),
 ``subsets`` (the subset matrix and the mask-file format: :func:`subsets.save_masks`, its
 writer, and :func:`subsets.load_masks` / :func:`subsets.load_subset_row`, its reader).
 """

@@ -23,7 +23,7 @@ from torch.func import functional_call, vmap
 
 from stepattr.core.diffusion import Schedule, add_noise, build_unet, use_plain_attention
 from stepattr.core.seeds import MODEL_INIT, TRAIN_STEP, derive_seed
-from stepattr.training.train import BatchOrder, ema_decay_at, learning_rate_at
+from stepattr.training.recipe import BatchOrder, TrainSettings, ema_decay_at, learning_rate_at
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, which DiffusionTrainer uses
 ADAM_EPS = 1e-8
@@ -42,7 +42,7 @@ class BatchedDiffusionTrainer:
         self,
         images: torch.Tensor,
         model_cfg: Mapping[str, Any],
-        train_cfg: Mapping[str, Any],
+        train: TrainSettings,
         schedule: Schedule,
         seed: int,
         device: torch.device,
@@ -54,7 +54,7 @@ class BatchedDiffusionTrainer:
                 f"keep must be a bool (models, {len(images)}) matrix, got {keep.dtype} "
                 f"{tuple(keep.shape)}"
             )
-        self.cfg, self.seed, self.device = dict(train_cfg), int(seed), device
+        self.train, self.seed, self.device = train, int(seed), device
         self.total_steps = total_steps
         self.num_models = keep.shape[0]
         self.num_timesteps = schedule.num_train_timesteps
@@ -69,16 +69,16 @@ class BatchedDiffusionTrainer:
             for n in self.names
         }
         self.buffers = {n: b for n, b in self.unet.named_buffers()}
-        self.use_ema = float(self.cfg["ema_decay"]) > 0
+        self.use_ema = train.ema_decay > 0
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if self.use_ema else {}
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.adam_steps = torch.zeros(g, dtype=torch.float64)
         self.data = images.to(device)
         self.keep = keep.to(device)
-        self.order = BatchOrder(len(images), int(self.cfg["batch_size"]), self.seed)
+        self.order = BatchOrder(len(images), train.batch_size, self.seed)
         self.alphas_cumprod = schedule.alphas_cumprod.to(device, torch.float32)
-        self.examples_per_step = int(self.cfg["batch_size"]) * float(keep.float().mean())
+        self.examples_per_step = train.batch_size * float(keep.float().mean())
         self.step = 0
 
         def loss_of(params, x_t, t, noise, weight):
@@ -89,7 +89,7 @@ class BatchedDiffusionTrainer:
         self._losses = vmap(loss_of, randomness="different")
 
     def learning_rate(self, step: int) -> float:
-        return learning_rate_at(self.cfg, step, self.total_steps)
+        return learning_rate_at(self.train, step, self.total_steps)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions (G, L) into the batch of each model's kept examples, padded, and their
@@ -125,19 +125,19 @@ class BatchedDiffusionTrainer:
     def _update(self, grads: dict[str, torch.Tensor], active: torch.Tensor, step: int) -> None:
         """Per-model gradient clipping, AdamW (decoupled weight decay) and EMA; models not
         ``active`` keep their weights, moments, Adam step count and EMA unchanged."""
-        clip = self.cfg.get("grad_clip")
+        clip = self.train.grad_clip
         if clip:
             sq = sum(g.pow(2).flatten(1).sum(dim=1) for g in grads.values())
-            coef = (float(clip) / (sq.sqrt() + CLIP_EPS)).clamp(max=1.0)
+            coef = (clip / (sq.sqrt() + CLIP_EPS)).clamp(max=1.0)
             grads = {n: g * _per_model(coef, g) for n, g in grads.items()}
-        lr, wd = self.learning_rate(step), float(self.cfg["weight_decay"])
+        lr, wd = self.learning_rate(step), self.train.weight_decay
         beta1, beta2 = ADAM_BETAS
         self.adam_steps += active.cpu().double()
         n_step = self.adam_steps.clamp(min=1)
         step_size = torch.tensor([lr / (1 - beta1**s) for s in n_step.tolist()])
         bias2_sqrt = torch.tensor([math.sqrt(1 - beta2**s) for s in n_step.tolist()])
         on = active.to(self.device)
-        decay = ema_decay_at(float(self.cfg["ema_decay"]), step) if self.use_ema else 0.0
+        decay = ema_decay_at(self.train.ema_decay, step) if self.use_ema else 0.0
         for n in self.names:
             p, g = self.params[n], grads[n]
             mask = _per_model(on, p)

@@ -53,9 +53,8 @@ in its own dtype; attention keeps diffusers' fused kernel (nothing here is vmapp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -63,8 +62,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stepattr.core.diffusion import eps_model
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, output_value
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, output_value
 from stepattr.core.seeds import derive_seed
+from stepattr.core.taps import Tap, tapped
 from stepattr.trak.gradients import num_parameters, parameter_names
 from stepattr.trak.projectors import TorchProjector
 
@@ -264,7 +264,7 @@ class FactoredFeaturizer:
 
     # -- hooks ---------------------------------------------------------------------------
 
-    def _layer_hook(self, acc: _Accumulator, index: int, bias: str | None) -> Callable:
+    def _layer_tap(self, acc: _Accumulator, index: int, bias: str | None) -> Tap:
         module = self.model.get_submodule(self.plan.layers[index])
         p_out, p_in = self.out_factors[index], self.in_factors[index]
         # both sides as (N rows, k, M positions): row n's block is the (k_out, k_in) product
@@ -296,14 +296,9 @@ class FactoredFeaturizer:
             acc.blocks[index] += acc.per_example(rows).sum(1)
             acc.add_small(bias, bias_grad(g))
 
-        def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                inputs = project_input(args[0])
-            return watch_gradient(output, partial(backward, inputs))
+        return Tap(module, backward, project_input)
 
-        return forward
-
-    def _norm_hook(self, acc: _Accumulator, module: nn.Module, weight: str | None, bias):
+    def _norm_tap(self, acc: _Accumulator, module: nn.Module, weight: str | None, bias) -> Tap:
         """Exact per-row gradients of a GroupNorm's or LayerNorm's affine parameters: the sum
         over positions of gout (bias) and of gout times the normalised input (weight)."""
         if isinstance(module, nn.GroupNorm):
@@ -326,29 +321,25 @@ class FactoredFeaturizer:
             acc.add_small(weight, per_row(g * normalize(x)))
             acc.add_small(bias, per_row(g))
 
-        def forward(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return watch_gradient(output, partial(backward, args[0].detach()))
+        return Tap(module, backward)
 
-        return forward
-
-    def _register(self, acc: _Accumulator) -> list:
+    def _taps(self, acc: _Accumulator) -> list[Tap]:
         small = set(self.plan.small)
 
         def name_if_small(module_name: str, leaf: str) -> str | None:
             name = f"{module_name}.{leaf}" if module_name else leaf
             return name if name in small else None
 
-        handles = []
-        for index, name in enumerate(self.plan.layers):
-            hook = self._layer_hook(acc, index, name_if_small(name, "bias"))
-            handles.append(self.model.get_submodule(name).register_forward_hook(hook))
+        taps = [
+            self._layer_tap(acc, index, name_if_small(name, "bias"))
+            for index, name in enumerate(self.plan.layers)
+        ]
         for name, module in self.model.named_modules():
             if isinstance(module, NORM_MODULES):
                 weight, bias = name_if_small(name, "weight"), name_if_small(name, "bias")
                 if weight or bias:
-                    hook = self._norm_hook(acc, module, weight, bias)
-                    handles.append(module.register_forward_hook(hook))
-        return handles
+                    taps.append(self._norm_tap(acc, module, weight, bias))
+        return taps
 
     # -- the protocol --------------------------------------------------------------------
 
@@ -370,12 +361,7 @@ class FactoredFeaturizer:
         acc = _Accumulator(self.plan, self.model, x0.shape[0], x0)
         draws = timesteps.shape[1]
         step = draws if self.draws_per_pass is None else max(1, int(self.draws_per_pass))
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        handles = []
-        try:
-            for param in trainable:
-                param.requires_grad_(False)
-            handles = self._register(acc)
+        with tapped(self.model, self._taps(acc)):
             eps = eps_model(self.model)
             for start in range(0, draws, step):
                 part = slice(start, start + step)
@@ -390,11 +376,6 @@ class FactoredFeaturizer:
                     None if states is None else states[:, part],
                 )
                 value.sum().backward()
-        finally:
-            for handle in handles:
-                handle.remove()
-            for param in trainable:
-                param.requires_grad_(True)
         features = [block.flatten(1) for block in acc.blocks]
         if self.plan.small:
             small = torch.cat([acc.small[name] for name in self.plan.small], dim=1)
@@ -452,16 +433,3 @@ class FactoredFeaturizer:
             matrix[slice(*offsets[name]), col:] = small[row : row + size].to(self._dtype)
             row += size
         return matrix if self.mixer is None else matrix @ self.mixer.matrix().to(self._dtype)
-
-
-def watch_gradient(output: torch.Tensor, hook: Callable[[torch.Tensor], None]) -> torch.Tensor:
-    """Call ``hook(grad)`` with the gradient of a layer output during backward.
-
-    An output that needs no grad (nothing upstream requires grad, e.g. the first conv or the
-    time embedding while parameters are frozen) is replaced by a leaf that does: nothing
-    upstream needs its gradient, and its own is what the hook wants.
-    """
-    if not output.requires_grad:
-        output = output.detach().requires_grad_()
-    output.register_hook(hook)
-    return output

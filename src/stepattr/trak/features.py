@@ -8,11 +8,11 @@ The featurizer is a strategy: anything with ``dim``, ``__call__(x0, timesteps, n
 plugs in through :func:`make_featurizer` and reuses the drivers below: implement the protocol
 in its own module, return it from :func:`make_featurizer` for its ``attribution.projector``
 name, and its methods get their name suffix from
-:data:`stepattr.workflow.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
+:data:`stepattr.core.names.PROJECTOR_SUFFIXES`; rules, storage and scores stay unchanged.
 
 The drivers draw the random (timestep, noise) pairs per example from
-:mod:`stepattr.core.outputs` (seeded by example, never by batch), so features do not depend on the
-batch size or on how the training set is sharded, and every model sees the same draws.
+:mod:`stepattr.core.output_functions` (seeded by example, never by batch), so features do not
+depend on the batch size or on how the training set is sharded, and every model sees the same draws.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stepattr.core.outputs import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
+from stepattr.core.output_functions import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model
@@ -161,7 +161,8 @@ def train_features(
 
     ``indices`` are the images' positions in the training split: they seed each example's
     K = ``num_draws`` (timestep, noise) draws (``timesteps``: uniform | stratified,
-    :func:`stepattr.core.outputs.train_draws`), so a shard gives the rows the whole split gives;
+    :func:`stepattr.core.output_functions.train_draws`), so a shard gives the rows the whole
+    split gives;
     with ``conditioning`` (text-to-image) also each draw's caption, dropout included
     (:meth:`~stepattr.training.conditioning.CaptionConditioning.draw_states`).
     """

@@ -2,9 +2,9 @@
 
 TRAK needs one gradient per example (per training image, or per target and step), never one
 per batch. ``torch.func`` computes them in one batched pass: ``vmap(grad(f))`` over examples,
-where ``f`` is :func:`stepattr.core.outputs.output_value` of a single example evaluated through
-``functional_call``. Each example carries its own J (timestep, noise) draws, summed inside
-``f``, so the gradient of an example is the gradient of its sum over draws.
+where ``f`` is :func:`stepattr.core.output_functions.output_value` of a single example
+evaluated through ``functional_call``. Each example carries its own J (timestep, noise) draws,
+summed inside ``f``, so the gradient of an example is the gradient of its sum over draws.
 
 Parameter order: :func:`parameter_names`, i.e. ``model.named_parameters()`` order (module
 registration order), every parameter that requires grad. Row ``b`` of the result is the
@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from stepattr.core.diffusion import use_plain_attention
-from stepattr.core.outputs import output_value
+from stepattr.core.output_functions import output_value
 
 
 def parameter_names(model: torch.nn.Module) -> list[str]:
@@ -56,8 +56,8 @@ def per_example_gradients(
     """Gradients ``(B, p)`` of ``output_value`` for each of B examples.
 
     ``x0 (B,C,H,W)``, ``timesteps (B,J)``, ``noises (B,J,C,H,W)`` and the text-conditioned
-    model's ``states (B,J,L,D)`` as for :func:`stepattr.core.outputs.output_value`; ``mask`` is
-    shared by all examples. The model must
+    model's ``states (B,J,L,D)`` as for :func:`stepattr.core.output_functions.output_value`;
+    ``mask`` is shared by all examples. The model must
     have gone through :func:`prepare_model`. One vmap pass holds the activations of B x
     ``draws_per_pass`` images (default: all J draws at once); the gradient of the sum over
     draws is accumulated over passes, so only one ``(B, p)`` gradient is ever formed. Callers

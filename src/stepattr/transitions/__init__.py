@@ -9,6 +9,6 @@ where configured. Outputs: ``{outdir}/classifier/``, ``{outdir}/transitions/<set
 ``<set>_intervals.csv``, ``{outdir}/tables/feature_attribution.{csv,md}``,
 ``{outdir}/figures/transitions.png``. Config: ``classifier``, ``clip``, ``transitions``.
 
-Modules: ``classifier``, ``clip_detector``, ``detectors`` (which detector serves),
+Modules (the detectors themselves: stepattr.detectors):
 ``curves`` (completions, curves, intervals), ``feature_attribution``, ``figure``.
 """

@@ -30,30 +30,31 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import GuidedUNet, Schedule, load_model, sample
-from stepattr.transitions.detectors import Detector
-
-#: Two-sided 95% standard normal quantile.
-Z95 = 1.959963984540054
+from stepattr.core.seeds import derive_seed
+from stepattr.core.settings import settings_from
+from stepattr.detectors.detector import Detector
+from stepattr.detectors.wilson import wilson_interval
 
 CURVE_COLUMNS = ["target_id", "step", "p", "ci_low", "ci_high", "n", "feature", "detector"]
 
 
-def wilson_interval(
-    successes: np.ndarray | int, n: np.ndarray | int, z: float = Z95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 and n)."""
-    k = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
-        raise ValueError("Wilson interval needs 0 <= successes <= n and n > 0")
-    p = k / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    # exact at k = 0 and k = n, where the two terms cancel only to rounding (1e-17 above p = 0)
-    low = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))
-    high = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
-    return low, high
+@dataclass(frozen=True)
+class TransitionsSettings:
+    """The ``transitions`` section (config/schema.yaml), typed once where a job starts."""
+
+    detector: str
+    completions: int
+    completion_steps: int
+    batch_size: int
+    top_k: int
+    figure_targets: int
+    seed: int
+    method: str | None = None
+    guidance: float | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TransitionsSettings:
+        return settings_from(cls, section, "transitions")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,10 @@ def completion_generators(seed: int, target_id: int, step: int, n: int) -> list[
     A completion thus depends on nothing but its own coordinates: not on the batch it runs
     in, nor on how many completions are drawn.
     """
-    gens = []
-    for j in range(n):
-        state = np.random.SeedSequence([seed, target_id, step, j]).generate_state(2, np.uint32)
-        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return gens
+    return [
+        torch.Generator().manual_seed(derive_seed(seed, target_id, step, j, bits=64))
+        for j in range(n)
+    ]
 
 
 def sample_completions(
@@ -238,12 +238,12 @@ def feature_curves(
     targets_path: str | os.PathLike,
     model_dir: str | os.PathLike,
     detector: Detector,
-    cfg: Mapping[str, Any],
+    cfg: TransitionsSettings,
     device: str | torch.device = "cpu",
     progress: bool = False,
     prompted: Callable[[np.ndarray], PromptedCompletions] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves and steepest-rise intervals of one target set (``cfg``: the transitions section).
+    """Curves and steepest-rise intervals of one target set.
 
     ``prompted`` (the text-to-image family): the targets' prompts -> how to complete them.
     """
@@ -262,10 +262,10 @@ def feature_curves(
         targets["grid"].tolist(),
         targets["target_id"].tolist(),
         detector,
-        n=int(cfg["completions"]),
-        completion_steps=int(cfg["completion_steps"]),
-        seed=int(cfg["seed"]),
-        batch_size=int(cfg["batch_size"]),
+        n=cfg.completions,
+        completion_steps=cfg.completion_steps,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
         progress=progress,
         prompted=completions,
     )

@@ -16,6 +16,7 @@ import yaml
 
 from stepattr.core.diffusion import Schedule, build_unet, check_model_config
 from stepattr.core.lora import check_lora
+from stepattr.core.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 from stepattr.datasets.image_folder import EXTENSIONS as IMAGE_EXTENSIONS
 from stepattr.figures.patches import check_figures_config
 from stepattr.trak.factored import plan_factors
@@ -26,7 +27,6 @@ from stepattr.workflow.configs import (
     resolve_pipeline,
     validate_config,
 )
-from stepattr.workflow.names import LATENT_FAMILIES, attribution_methods, attribution_projectors
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
@@ -147,7 +147,7 @@ def check_text_to_image(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"family = {cfg['family']} needs sampling.prompts: its targets are sampled from them"
         )
-    # parts of issue #17 still to come: refused by name rather than run half-way
+    # parts of the text-to-image family still to come: refused by name rather than run half-way
     if cfg["sampling"].get("num_validation", 0):
         raise ConfigError(
             f"family = {cfg['family']} has no validation targets yet: "

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from stepattr.workflow.names import LATENT_FAMILIES
+from stepattr.core.names import LATENT_FAMILIES
 
 
 def _types(spec: Mapping[str, Any]) -> set[str]:

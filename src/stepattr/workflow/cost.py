@@ -1,8 +1,9 @@
 """Compute estimates of the workflow's heavy jobs, from measured throughputs and a config.
 
-One model serves two ends: the rules' ``runtime`` requests (``rules/common.smk``) and the cost
-table of a whole config (``python -m stepattr.workflow.cost --configfile config/cifar2.yaml``:
-job counts from a Snakemake dry run times the per-job estimate, in device-hours per rule).
+One model serves two ends: the rules' ``runtime`` and ``mem_mb`` requests (``rules/common.smk``)
+and the cost table of a whole config (``python -m stepattr.workflow.cost --configfile
+config/cifar2.yaml``: job counts from a Snakemake dry run times the per-job estimate, in
+device-hours per rule).
 
 Work is counted in UNet "units": images x pixels x layers_per_block x the sum of the squared
 block widths, which tracks the UNet's multiply-adds across the configs here. The throughputs:
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stepattr.core.names import DATASET_SOURCES
 from stepattr.workflow.configs import model_side
 from stepattr.workflow.dry_run import dry_run
 
@@ -173,6 +175,54 @@ def pipeline_transition_passes(cfg: Mapping[str, Any]) -> float:
     return passes * (sample_size / model_side(cfg)) ** 2
 
 
+# Host memory (MB) of the heavy jobs: the rules' ``mem_mb`` requests (before ``by_attempt``
+# doubles them on a retry).
+
+
+def split_mem_mb(cfg: Mapping[str, Any], base: int) -> int:
+    """A job that holds the whole training split: ``base`` MB, or what preparing the configured
+    source takes where that is more (COCO's ~116k images at 128x128: 16 GB)."""
+    return max(base, DATASET_SOURCES[cfg["dataset"]["source"]]["mem_mb"])
+
+
+def torch_mem_mb(cfg: Mapping[str, Any], batch_size: int) -> int:
+    """A UNet job: the data and torch itself, plus activations when on CPU (at the side the
+    UNet sees: the latent's for the text-to-image family)."""
+    activations = batch_size * model_side(cfg) ** 2 * max(cfg["model"]["block_out_channels"])
+    return int(2000 + activations * 160 / 1e6)
+
+
+def featurize_mem_mb(cfg: Mapping[str, Any], gpu: bool) -> int:
+    """A featurization job: torch, per-example gradients (twice: per parameter, then
+    flattened), activations of K draws per example, and the cached CPU projection matrix."""
+    att = cfg["attribution"]
+    p, batch = num_unet_parameters(cfg), att["batch_size"]
+    draws = att.get("draws_per_pass") or max(att["train_timesteps"], att["target_resamples"])
+    matrix = 0 if gpu else min(p * att["proj_dim"] * 4, 2**32)
+    # x1.25: the default config measured a 5.2 GB peak against this estimate's 5.2 GB
+    return int(1.25 * (torch_mem_mb(cfg, batch * draws) + (8 * batch * p + matrix) / 1e6))
+
+
+def gather_mem_mb(cfg: Mapping[str, Any]) -> int:
+    """Gathering a model's train shards: the shards and the result, float32."""
+    return int(1000 + 2 * 4 * train_size(cfg) * cfg["attribution"]["proj_dim"] / 1e6)
+
+
+def score_mem_mb(cfg: Mapping[str, Any]) -> int:
+    """A score job: float64 kernels, target features and the score array."""
+    k, n = cfg["attribution"]["proj_dim"], train_size(cfg)
+    m = sum(set_sizes(cfg).values()) * len(cfg["sampling"]["grid"])
+    return int(2000 + (3 * 8 * k * k + 8 * (m + 8192) * k + 2 * 4 * m * n) / 1e6)
+
+
+def influence_mem_mb(cfg: Mapping[str, Any]) -> int:
+    """An influence scoring job: the rotated target gradients (targets x steps x p, float32)
+    and one batch of training gradients per (variant, damping), plus torch."""
+    queries = sum(set_sizes(cfg).values()) * len(cfg["sampling"]["grid"])
+    p, batch = num_unet_parameters(cfg), cfg["influence"]["batch_size"]
+    return int(torch_mem_mb(cfg, batch) + 4 * p * (2 * queries + 3 * batch) / 1e6)
+
+
 def set_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     return {
         "generated": cfg["sampling"]["num_targets"],
@@ -187,7 +237,7 @@ def job_seconds(
     None for rules too light to model (tables, figures, data preparation). ``projector``:
     of a featurization job (default: the mean over the run's projectors)."""
     if projector is None and rule in ("featurize_train", "featurize_targets"):
-        from stepattr.workflow.names import attribution_projectors
+        from stepattr.core.names import attribution_projectors
 
         projectors = attribution_projectors(cfg["attribution"])
         costs = [job_seconds(cfg, rule, device, name) for name in projectors]

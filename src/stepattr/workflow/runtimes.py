@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from stepattr.core.io import read_benchmark
 from stepattr.workflow.dry_run import dry_run
 
 
@@ -44,12 +43,6 @@ def benchmark_paths(dry_run_output: str) -> tuple[int, list[str]]:
         elif stripped.startswith("benchmark: "):
             paths.append(stripped.removeprefix("benchmark: "))
     return jobs, paths
-
-
-def read_benchmark(path: str | Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one Snakemake benchmark file (its last repeat)."""
-    row = pd.read_csv(path, sep="\t").iloc[-1]
-    return float(row["s"]), float(row["cpu_time"])
 
 
 def target_runtime(target: str, snakemake_args: Sequence[str] = ()) -> TargetRuntime:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stepattr.transitions.classifier import load_classifier, predict_proba
-from stepattr.transitions.clip_detector import ClipUnavailable, load_clip
+from stepattr.detectors.classifier import load_classifier, predict_proba
+from stepattr.detectors.clip import ClipUnavailable, load_clip
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from stepattr.core.seeds import PIPELINE_TRANSITIONS, derive_seed
+from stepattr.core.settings import settings_from
+from stepattr.detectors.wilson import wilson_interval
 from stepattr.text.encoder import projected, token_ids
-from stepattr.transitions.curves import interval_table, wilson_interval
+from stepattr.transitions.curves import interval_table
 
 CURVE_COLUMNS = [
     "prompt_id", "prompt", "trajectory", "feature", "value", "grid_step", "step", "p",
@@ -246,25 +248,46 @@ def generators(*keys: int, count: int) -> list[torch.Generator]:
     ]
 
 
+@dataclass(frozen=True)
+class PipelineTransitionsSettings:
+    """The ``pipeline.transitions`` section (config/schema.yaml), typed once where its job
+    starts; ``features`` are the detector's (:func:`features_from_config`)."""
+
+    clip: str | None
+    prompts: tuple[str, ...]
+    features: tuple[Feature, ...]
+    trajectories: int
+    completions: int
+    inference_steps: int
+    guidance: float
+    figure_trajectories: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> PipelineTransitionsSettings:
+        section = dict(section) | {"features": tuple(features_from_config(section["features"]))}
+        return settings_from(cls, section, "pipeline.transitions")
+
+
 def pipeline_transitions(
     pipeline: Any,
     detector: ZeroShotCLIP,
-    cfg: Mapping[str, Any],
+    cfg: PipelineTransitionsSettings,
     grid: Sequence[int],
     progress: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
     """Curves ``P(feature | x_t)`` (:data:`CURVE_COLUMNS`) for every prompt, trajectory and
     feature of ``cfg`` (``pipeline.transitions``), and the trajectories' final images and
     their x_t at the grid steps, decoded (``{"final": (P*T, C, H, W), "x_t": (P*T, G, ...)}``)."""
-    sampler = AncestralSampler(pipeline, int(cfg["inference_steps"]), float(cfg["guidance"]))
+    sampler = AncestralSampler(pipeline, cfg.inference_steps, cfg.guidance)
     positions = grid_positions(sampler.timesteps, grid)
-    seed, n, count = int(cfg["seed"]), int(cfg["completions"]), int(cfg["trajectories"])
+    seed, n, count = cfg.seed, cfg.completions, cfg.trajectories
     rows, finals, noisy = [], [], []
-    jobs = [(i, prompt) for i, prompt in enumerate(cfg["prompts"])]
+    jobs = list(enumerate(cfg.prompts))
     bar = tqdm(total=len(jobs) * count * len(grid), desc="completions", disable=not progress,
                mininterval=10)  # fmt: skip
     for i, prompt in jobs:
-        states = sampler.states(str(prompt))
+        states = sampler.states(prompt)
         gens = [generators(seed, i, j, count=1)[0] for j in range(count)]
         end, kept = sampler.run(sampler.noise(gens), 0, states, gens, positions)
         final = sampler.decode(end)

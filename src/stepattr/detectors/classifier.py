@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from stepattr.core.images import load_split, to_model_space
 from stepattr.core.io import atomic_path, load_weights, save_json, sha256_file
+from stepattr.core.settings import settings_from
 
 
 class ConvClassifier(nn.Module):
@@ -75,17 +77,37 @@ class ConvClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """The ``classifier`` section (config/schema.yaml), typed once where its job starts."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    channels: tuple[int, ...]
+    embed_dim: int
+    dropout: float
+    max_shift: int
+    threads: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> ClassifierSettings:
+        return settings_from(cls, section, "classifier")
+
+
 def architecture(
-    cfg: Mapping[str, Any], in_channels: int, image_size: int, num_classes: int
+    settings: ClassifierSettings, in_channels: int, image_size: int, num_classes: int
 ) -> dict[str, Any]:
-    """Constructor arguments of :class:`ConvClassifier` for a config's ``classifier`` section."""
+    """Constructor arguments of :class:`ConvClassifier` for the ``classifier`` settings."""
     return {
         "in_channels": int(in_channels),
         "image_size": int(image_size),
         "num_classes": int(num_classes),
-        "channels": [int(c) for c in cfg["channels"]],
-        "embed_dim": int(cfg["embed_dim"]),
-        "dropout": float(cfg["dropout"]),
+        "channels": list(settings.channels),
+        "embed_dim": settings.embed_dim,
+        "dropout": settings.dropout,
     }
 
 
@@ -120,18 +142,18 @@ def train_classifier(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     class_names: Sequence[str],
-    cfg: Mapping[str, Any],
+    cfg: ClassifierSettings,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> tuple[ConvClassifier, dict[str, Any]]:
     """Train on uint8 images (N, C, H, W); return the model (eval mode) and its metrics.
 
     Adam with cosine learning-rate decay, random shifts as the only augmentation; every
-    random choice (initialisation, batch order, shifts) follows ``cfg["seed"]``.
+    random choice (initialisation, batch order, shifts) follows ``cfg.seed``.
     """
     _check_labels(train_labels, len(class_names), "train")
     _check_labels(test_labels, len(class_names), "test")
-    seed = int(cfg["seed"])
+    seed = cfg.seed
     torch.manual_seed(seed)
     arch = architecture(cfg, train_images.shape[1], train_images.shape[-1], len(class_names))
     model = ConvClassifier(**arch).to(device)
@@ -139,13 +161,11 @@ def train_classifier(
     x_train = to_model_space(train_images)
     y_train = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
+    batch_size, epochs = cfg.batch_size, cfg.epochs
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"])
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=float(cfg["lr"]), total_steps=epochs * steps_per_epoch
+        optimizer, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch
     )
     history = []
     for epoch in tqdm(range(epochs), desc="epochs", disable=not progress):
@@ -154,7 +174,7 @@ def train_classifier(
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            x = random_shift(x_train[idx], int(cfg["max_shift"]), generator).to(device)
+            x = random_shift(x_train[idx], cfg.max_shift, generator).to(device)
             y = y_train[idx].to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -189,7 +209,7 @@ def train_and_save_classifier(
     train_path: str | os.PathLike,
     test_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    cfg: Mapping[str, Any],
+    cfg: ClassifierSettings,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train on a dataset split, write model, config and metrics.json; return the metrics."""
@@ -202,8 +222,9 @@ def train_and_save_classifier(
     )
     inputs = {str(p): sha256_file(p) for p in (train_path, test_path)}
     arch = architecture(cfg, x_train.shape[1], x_train.shape[-1], len(names))
-    save_classifier(out_dir, model, arch, info={"config": dict(cfg), "inputs": inputs})
-    metrics = {**metrics, "config": dict(cfg), "inputs": inputs}
+    config = asdict(cfg) | {"channels": list(cfg.channels)}
+    save_classifier(out_dir, model, arch, info={"config": config, "inputs": inputs})
+    metrics = {**metrics, "config": config, "inputs": inputs}
     save_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
 

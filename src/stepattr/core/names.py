@@ -15,10 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# model families: pixel DDPMs (the paper's CIFAR setting), text-to-image latent diffusion
-# trained here, and LoRA fine-tunes of a pretrained Stable Diffusion pipeline; the latent ones
+# the latent model families (config `family`, besides the pixel DDPMs): text-to-image latent
+# diffusion trained here, and LoRA fine-tunes of a pretrained Stable Diffusion pipeline; they
 # share every stage from latents to figures
-FAMILIES = ("pixel", "text_to_image", "stable_diffusion")
 LATENT_FAMILIES = ("text_to_image", "stable_diffusion")
 
 # dataset.source values (rules/datasets.smk, stepattr.datasets.prepare; config/schema.yaml's
@@ -33,7 +32,7 @@ DATASET_SOURCES = {
     "coco": {"mem_mb": 16000, "runtime": 240, "classes": False},
 }
 
-# TRAK methods: method name -> output function (stepattr.core.outputs)
+# TRAK methods: method name -> output function (stepattr.core.output_functions)
 METHOD_OUTPUT_FUNCTIONS = {"trak": "loss", "dtrak": "square_norm"}
 PROJECTOR_SUFFIXES = {"factored": "_factored"}
 

@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.diffusion import add_noise
-from stepattr.workflow.names import METHOD_OUTPUT_FUNCTIONS
+from stepattr.core.names import METHOD_OUTPUT_FUNCTIONS
+from stepattr.core.seeds import chained_seed
 
 OUTPUT_FUNCTIONS = tuple(METHOD_OUTPUT_FUNCTIONS.values())
 
@@ -34,10 +35,7 @@ EpsFn = Callable[..., torch.Tensor]  # eps(x_t, t) or, text-conditioned, eps(x_t
 
 def _generator(*keys: int) -> torch.Generator:
     """A CPU generator seeded from integer keys (a seed, an example index, a step)."""
-    seed = 0
-    for key in keys:
-        seed = (seed * 1_000_003 + int(key) + 1) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(chained_seed(*keys))
 
 
 TIMESTEP_DRAWS = ("uniform", "stratified")

@@ -1,6 +1,7 @@
-"""Stage pipeline: diffusers ``StableDiffusionPipeline`` folders, written and read.
+"""The Stable Diffusion stage: diffusers ``StableDiffusionPipeline`` folders, written and read;
+what a LoRA fine-tune changes; the pretrained pipeline's own feature curves.
 
-Rules (rules/pipeline.smk):
+Rules (rules/stable_diffusion.smk):
 
 - ``export_pipeline`` (the text-to-image family) saves full_0's conditional UNet, the frozen
   autoencoder (with the latent scaling factor the UNet was trained at), the tokenizer and
@@ -14,10 +15,11 @@ Rules (rules/pipeline.smk):
   is set) measures when the *pretrained* pipeline's own trajectories commit to configured
   features, read by a CLIP zero-shot detector.
 
-Scripts: scripts/pipeline/. Outputs: ``{outdir}/pipeline/`` (``lora/`` in the Stable
+Scripts: scripts/stable_diffusion/. Outputs: ``{outdir}/pipeline/`` (``lora/`` in the Stable
 Diffusion family), ``{outdir}/pipeline_transitions/``,
 ``tables/{fine_tune_effect,pipeline_transitions}.md`` and their figures. Config: ``pipeline``.
 
 Modules: ``export`` (assemble, save, load back naming a missing component), ``effect``,
-``transitions`` (sampler, zero-shot detector, curves and intervals), ``figure``.
+``pretrained_curves`` (the pretrained pipeline's sampler, its feature
+curves and intervals), ``figure``.
 """

@@ -11,7 +11,8 @@ A fine-tune on a class-skewed folder should move the samples toward the skew.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.seeds import FINE_TUNE_EFFECT, derive_seed
-from stepattr.transitions.classifier import predict_proba
-from stepattr.transitions.curves import wilson_interval
-
-SETS = ("base", "fine_tuned")
+from stepattr.core.settings import settings_from
+from stepattr.detectors.classifier import predict_proba
+from stepattr.detectors.wilson import wilson_interval
 
 
 def pipeline_samples(
@@ -80,21 +80,35 @@ def label_distribution_table(
     return pd.concat([table, pd.DataFrame([tv])], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class EffectSettings:
+    """The ``pipeline.effect`` section (config/schema.yaml), typed once where its job starts."""
+
+    prompt: str
+    samples: int
+    guidance: float
+    inference_steps: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> EffectSettings:
+        return settings_from(cls, section, "pipeline.effect")
+
+
 def fine_tune_effect(
     pipeline: Any,
     models: dict[str, torch.nn.Module],
     classifier: Any,
     train_labels: np.ndarray,
-    effect_cfg: dict[str, Any],
+    effect: EffectSettings,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
     """The label-distribution table (see the module docstring) and each set's samples."""
     samples, predicted = {}, {}
     for name, unet in models.items():
         x = pipeline_samples(
-            pipeline, unet, str(effect_cfg["prompt"]), int(effect_cfg["samples"]),
-            float(effect_cfg["guidance"]), int(effect_cfg["inference_steps"]),
-            int(effect_cfg["seed"]), progress=progress,
+            pipeline, unet, effect.prompt, effect.samples, effect.guidance,
+            effect.inference_steps, effect.seed, progress=progress,
         )  # fmt: skip
         samples[name] = x
         predicted[name] = predict_proba(classifier, x).argmax(1)

@@ -1,10 +1,10 @@
 # Rules: pipeline. The text-to-image family: full_0, the autoencoder and the text encoder saved
 # as one StableDiffusionPipeline folder. The stable_diffusion family: full_0's LoRA in
 # diffusers' format, what its LoRA fine-tune changes in the pipeline's samples, and the
-# pretrained pipeline's own feature transitions (stepattr.pipeline).
+# pretrained pipeline's own feature transitions (stepattr.stable_diffusion).
 
 
-include: "functions/pipeline.smk"
+include: "functions/stable_diffusion.smk"
 
 
 rule export_pipeline:
@@ -28,7 +28,7 @@ rule export_pipeline:
         mem_mb=by_attempt(4000),
         runtime=by_attempt(15),
     script:
-        "../scripts/pipeline/export_pipeline.py"
+        "../scripts/stable_diffusion/export_pipeline.py"
 
 
 rule fine_tune_effect:
@@ -58,7 +58,7 @@ rule fine_tune_effect:
         runtime=by_attempt(60),
         gpu=gpu_resource(),
     script:
-        "../scripts/pipeline/fine_tune_effect.py"
+        "../scripts/stable_diffusion/fine_tune_effect.py"
 
 
 rule export_lora:
@@ -79,7 +79,7 @@ rule export_lora:
         mem_mb=by_attempt(8000),
         runtime=by_attempt(15),
     script:
-        "../scripts/pipeline/export_lora.py"
+        "../scripts/stable_diffusion/export_lora.py"
 
 
 rule pipeline_transitions:
@@ -112,4 +112,4 @@ rule pipeline_transitions:
         runtime=by_attempt(pipeline_transitions_runtime),
         gpu=gpu_resource(),
     script:
-        "../scripts/pipeline/pipeline_transitions.py"
+        "../scripts/stable_diffusion/pipeline_transitions.py"
