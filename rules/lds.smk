@@ -164,7 +164,7 @@ rule lds_figure:
         provenance=config_provenance(),
         subsets=config["subsets"] | {"train_steps": subset_train_steps()},
     conda:
-        "../envs/figures.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=by_attempt(1000),

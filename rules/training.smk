@@ -21,7 +21,7 @@ rule make_subsets:
         alpha=config["subsets"]["alpha"],
         seed=config["subsets"]["seed"],
     conda:
-        "../envs/data.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=by_attempt(1000),

@@ -87,7 +87,7 @@ rule feature_attribution:
         target_sets=TARGET_SETS,
         provenance=config_provenance(),
     conda:
-        "../envs/figures.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=by_attempt(4000),
