@@ -237,10 +237,11 @@ def method_scores(
             raise ValueError(f"{path}: scores of {record['output_function']}, not {method}")
         if record["target_id"] != targets.target_id.tolist():
             raise ValueError(f"{path}: rows are not the current targets in order")
-        raws.append(np.load(path, mmap_mode="r"))
-        wholes.append(np.load(whole_path, mmap_mode="r"))
-        if wholes[-1].shape != (raws[-1].shape[0], *raws[-1].shape[1:2], raws[-1].shape[3]):
-            raise ValueError(f"{whole_path}: shape {wholes[-1].shape} does not match {path}")
+        raw, whole = np.load(path, mmap_mode="r"), np.load(whole_path, mmap_mode="r")
+        if whole.shape != (raw.shape[0], raw.shape[1], raw.shape[3]):  # (C, m, n) of (C, m, G, n)
+            raise ValueError(f"{whole_path}: shape {whole.shape} does not match {path}")
+        raws.append(raw)
+        wholes.append(whole)
         records.append(record)
     combos = [(c["variant"], c["damping"]) for c in records[0]["combos"]]
     if any([(c["variant"], c["damping"]) for c in r["combos"]] != combos for r in records):
