@@ -133,3 +133,31 @@ def test_bad_detector_and_prompts_are_named(built, tmp_path: Path) -> None:
         check_prompts(pipeline, ["", " ".join(["digit"] * 20)])
     with pytest.raises(ValueError, match=r"names repeat"):
         features_from_config([{"name": "a", "prompts": ["x", "y"]}] * 2)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_the_visited_steps_are_diffusers_ddpm_steps(offset: int) -> None:
+    """One statement of the visited timesteps (Schedule.inference_timesteps) serves both
+    families: a pipeline's scheduler config maps to the same steps diffusers would visit."""
+    from diffusers import DDPMScheduler
+
+    from stepattr.core.diffusion import Schedule
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", steps_offset=offset, clip_sample=False)
+    schedule, steps_offset, clip = Schedule.from_scheduler_config(scheduler.config)
+    scheduler.set_timesteps(25)
+    assert schedule.inference_timesteps(25, offset=steps_offset) == scheduler.timesteps.tolist()
+    torch.testing.assert_close(
+        schedule.alphas_cumprod.float(), scheduler.alphas_cumprod, rtol=1e-6, atol=1e-7
+    )
+    assert (steps_offset, clip) == (offset, False)
+
+
+def test_a_scheduler_the_sampler_would_not_follow_is_refused_by_key() -> None:
+    from diffusers import DDPMScheduler
+
+    from stepattr.core.diffusion import Schedule
+
+    config = DDPMScheduler(prediction_type="v_prediction").config
+    with pytest.raises(ValueError, match=r"prediction_type = 'v_prediction'.*'epsilon' only"):
+        Schedule.from_scheduler_config(config)

@@ -77,14 +77,42 @@ class Schedule:
         """``a_t`` for t = 0..T-1, float64 (cast where used)."""
         return torch.cumprod(1.0 - self.betas, dim=0)
 
-    def inference_timesteps(self, num_steps: int, start: int | None = None) -> list[int]:
-        """Descending timesteps of a ``num_steps`` sampler ("leading" spacing), from ``start``.
+    @classmethod
+    def from_scheduler_config(cls, config: Mapping[str, Any]) -> tuple[Schedule, int, bool]:
+        """The schedule, ``steps_offset`` and ``clip_sample`` of a diffusers scheduler config
+        (a pretrained pipeline's), for :func:`sample`; a config this sampler would not follow
+        exactly (another prediction, spacing, variance or trained betas) is refused by key."""
+        expected = {
+            "prediction_type": "epsilon", "timestep_spacing": "leading",
+            "variance_type": "fixed_small", "trained_betas": None, "thresholding": False,
+            "rescale_betas_zero_snr": False,
+        }  # fmt: skip
+        for key, value in expected.items():
+            if config.get(key, value) != value:
+                raise ValueError(
+                    f"scheduler config {key} = {config[key]!r}: the DDPM sampler follows "
+                    f"{key} = {value!r} only"
+                )
+        schedule = cls(
+            int(config.get("num_train_timesteps", 1000)),
+            float(config.get("beta_start", 1e-4)),
+            float(config.get("beta_end", 0.02)),
+            str(config.get("beta_schedule", "linear")),
+        )
+        return schedule, int(config.get("steps_offset", 0)), bool(config.get("clip_sample", True))
+
+    def inference_timesteps(
+        self, num_steps: int, start: int | None = None, offset: int = 0
+    ) -> list[int]:
+        """Descending timesteps of a ``num_steps`` sampler ("leading" spacing, shifted by
+        ``offset``: a pipeline's ``steps_offset``), from ``start``. This is the one place
+        that says which steps a sampler visits (diffusers' DDPMScheduler visits the same).
 
         With ``start`` the schedule is cut to the steps at or below it; ``start`` itself is
         always the first step, so a completion from ``x_t`` begins by denoising step t.
         """
         stride = self.num_train_timesteps // num_steps
-        steps = list(range((num_steps - 1) * stride, -1, -stride))
+        steps = list(range((num_steps - 1) * stride + offset, offset - 1, -stride))
         if start is None:
             return steps
         return [start] + [s for s in steps if s < start]

@@ -2,7 +2,7 @@
 
 The blog's claim for Stable Diffusion, measured on the pipeline as it comes (no LoRA): for
 each configured prompt, ``trajectories`` samples are drawn by stochastic ancestral sampling
-(diffusers' ``DDPMScheduler`` on the pipeline's own schedule, ``inference_steps`` steps).
+(the workflow's DDPM sampler on the pipeline's own schedule, ``inference_steps`` steps).
 At each grid step t (the scheduler step nearest to ``sampling.grid``'s t) the trajectory's
 latent x_t is completed N times with fresh noise, decoded, and shown to a CLIP zero-shot
 detector. A feature is a list of prompts (a pair, or more): the detector picks the prompt
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from stepattr.core.diffusion import GuidedUNet, Schedule, sample
 from stepattr.core.seeds import PIPELINE_TRANSITIONS, derive_seed
 from stepattr.core.settings import settings_from
 from stepattr.detectors.wilson import wilson_interval
@@ -175,16 +176,14 @@ def grid_positions(timesteps: Sequence[int], grid: Sequence[int]) -> list[int]:
 
 
 class AncestralSampler:
-    """A pipeline's UNet, text encoder and autoencoder driven by a stochastic DDPM scheduler on
-    the pipeline's own schedule, able to start from any of its steps."""
+    """A pipeline's UNet, text encoder and autoencoder driven by the workflow's DDPM sampler
+    (:func:`stepattr.core.diffusion.sample`) on the pipeline's own schedule and steps offset,
+    able to start from any of its steps: the sampler both families use."""
 
     def __init__(self, pipeline: Any, steps: int, guidance: float) -> None:
-        from diffusers import DDPMScheduler
-
         self.pipeline = pipeline
-        self.scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-        self.scheduler.set_timesteps(int(steps))
-        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+        self.schedule, offset, self.clip = Schedule.from_scheduler_config(pipeline.scheduler.config)
+        self.timesteps = self.schedule.inference_timesteps(int(steps), offset=offset)
         self.guidance = float(guidance)
         self.device = pipeline.unet.device
         unet = pipeline.unet.config
@@ -192,51 +191,41 @@ class AncestralSampler:
         self.shape = (int(unet.in_channels), size, size)
 
     @torch.no_grad()
-    def states(self, prompt: str) -> torch.Tensor:
-        """The prompt's text states, with the empty text's in front when guiding: (1 or 2, L, D)."""
-        guided = self.guidance != 1.0
-        cond, uncond = self.pipeline.encode_prompt(
-            prompt, self.device, 1, guided, "" if guided else None
-        )
-        return torch.cat([uncond, cond]) if guided else cond
+    def states(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's text states and the empty text's, each (1, L, D)."""
+        cond, uncond = self.pipeline.encode_prompt(prompt, self.device, 1, True, "")
+        return cond, uncond
 
     def noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """One initial latent per generator."""
+        """One initial latent per generator (DDPM's initial noise is unscaled)."""
         x = torch.stack([torch.randn(self.shape, generator=g) for g in generators])
-        return x.to(self.device) * self.scheduler.init_noise_sigma
+        return x.to(self.device, self.pipeline.unet.dtype)
 
-    @torch.no_grad()
     def run(
         self,
         latents: torch.Tensor,
         start: int,
-        states: torch.Tensor,
+        states: tuple[torch.Tensor, torch.Tensor],
         generators: Sequence[torch.Generator],
         keep: Sequence[int] = (),
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Denoise ``latents`` from scheduler position ``start`` to the end; also return the
         latents *before* the steps at positions ``keep`` (x_t for t = timesteps[pos])."""
-        kept = {}
-        b = len(latents)
-        cond = states.repeat_interleave(b, dim=0)
-        for pos in range(start, len(self.timesteps)):
-            if pos in keep:
-                kept[pos] = latents.clone()
-            t = self.timesteps[pos]
-            guided = self.guidance != 1.0
-            x = torch.cat([latents, latents]) if guided else latents
-            x = self.scheduler.scale_model_input(x, t)
-            eps = self.pipeline.unet(x, t, encoder_hidden_states=cond).sample
-            if guided:
-                uncond, text = eps.chunk(2)
-                eps = uncond + self.guidance * (text - uncond)
-            latents = self.scheduler.step(eps, t, latents, generator=list(generators)).prev_sample
-        return latents, kept
+        cond, uncond = states
+        guided = GuidedUNet(
+            self.pipeline.unet, cond.expand(len(latents), -1, -1), uncond[0], self.guidance
+        )
+        end, recorded = sample(
+            guided, self.schedule, latents, self.timesteps[start:], list(generators),
+            record=[self.timesteps[pos] for pos in keep], clip=self.clip,
+        )  # fmt: skip
+        return end, {pos: recorded[self.timesteps[pos]][0] for pos in keep}
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1] on the CPU."""
         vae = self.pipeline.vae
+        latents = latents.to(self.device, vae.dtype)
         return vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1).float().cpu()
 
 
