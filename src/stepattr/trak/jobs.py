@@ -1,6 +1,7 @@
 """The featurize and score jobs of the workflow: files in, files out (scripts call these).
 
-Every job takes its settings from the config's ``attribution`` section: K =
+Every job takes its settings from the config's ``attribution`` section, typed once by the
+rule's entry point (``run_*``, :class:`~stepattr.trak.features.AttributionSettings`): K =
 ``train_timesteps`` draws per training example, R = ``target_resamples`` noises per target
 and step, k = ``proj_dim``, ``batch_size`` examples per batch (vmap and projection),
 ``draws_per_pass`` draws per vmap pass (memory), ``seed`` for the draws and,
