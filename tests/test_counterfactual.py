@@ -17,6 +17,7 @@ from stepattr.core.diffusion import Schedule, build_unet, eps_model, sample, sav
 from stepattr.core.names import SCORE_FILES, parse_removed_model_id, removed_model_id
 from stepattr.core.output_functions import output_value, target_draws
 from stepattr.counterfactual.removal import (
+    CounterfactualPair,
     IntervalModel,
     evaluate_removal_model,
     interval_low,
@@ -178,7 +179,7 @@ def test_interval_low_is_one_grid_spacing_or_delta():
 def test_resolve_pairs_takes_null_steps_from_the_transition_interval():
     intervals = pd.DataFrame({"target_id": [0, 1], "t_start": [900, 500], "t_end": [500, 200]})
     pairs = resolve_pairs(
-        [{"target": 1, "step": None}, {"target": 0, "step": 200}], GRID, 2, intervals, None
+        [CounterfactualPair(1, None), CounterfactualPair(0, 200)], GRID, 2, intervals, None
     )
     assert pairs.to_dict("list") == {
         "pair": [0, 1],
@@ -187,9 +188,9 @@ def test_resolve_pairs_takes_null_steps_from_the_transition_interval():
         "t_low": [200, 0],
     }
     with pytest.raises(ValueError, match=r"pairs\[0\].step = 300"):
-        resolve_pairs([{"target": 0, "step": 300}], GRID, 2, None, None)
+        resolve_pairs([CounterfactualPair(0, 300)], GRID, 2, None, None)
     with pytest.raises(ValueError, match=r"pairs\[0\].target = 5"):
-        resolve_pairs([{"target": 5, "step": 500}], GRID, 2, None, None)
+        resolve_pairs([CounterfactualPair(5, 500)], GRID, 2, None, None)
 
 
 # ----------------------------------------------------------------------------- interval model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +22,7 @@ from stepattr.figures.influencers import (
     step_influencers,
 )
 from stepattr.figures.patches import (
+    FiguresSettings,
     Patch,
     check_figures_config,
     configured_patches,
@@ -83,9 +85,10 @@ def test_patch_box_is_columns_then_rows():
 
 
 def test_configured_patches_named_then_quadrants(ci_config):
-    names = [p.name for p in configured_patches(ci_config["figures"], SIZE)]
+    figures = FiguresSettings.from_config(ci_config["figures"])
+    names = [p.name for p in configured_patches(figures, SIZE)]
     assert names == ["center", "top-left", "top-right", "bottom-left", "bottom-right"]
-    no_quadrants = {**ci_config["figures"], "quadrants": False}
+    no_quadrants = dataclasses.replace(figures, quadrants=False)
     assert [p.name for p in configured_patches(no_quadrants, SIZE)] == ["center"]
 
 
@@ -276,7 +279,9 @@ def test_overview_job_draws_each_target(tmp_path):
 
 def test_patch_scores_job_scores_patch_features(tmp_path, ci_config):
     targets, sets, train, _ = synthetic_run(tmp_path)
-    figures = {**ci_config["figures"], "patch_targets": [1, 3], "patch_steps": [500, 0]}
+    figures = FiguresSettings.from_config(
+        {**ci_config["figures"], "patch_targets": [1, 3], "patch_steps": [500, 0]}
+    )
     patches = configured_patches(figures, SIZE)
     rng = np.random.default_rng(2)
     identity = {"featurizer": {"kind": "test"}, "model_sha256": "abc"}

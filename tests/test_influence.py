@@ -19,6 +19,7 @@ from stepattr.core.names import (
 from stepattr.core.output_functions import target_draws, train_draws
 from stepattr.influence.jobs import method_scores
 from stepattr.influence.kfac import (
+    InfluenceSettings,
     RotatedGradients,
     _output_samples,
     fit_bases,
@@ -284,7 +285,10 @@ def test_damping_is_chosen_on_held_out_subsets_and_scores_averaged_over_models(t
         raws["scores"].append(path)
     out = {name: tmp_path / "ekfac" / f"{name}.{ext}" for name, ext in SCORE_PARTS}
     out["whole_loss"] = tmp_path / "ekfac" / "whole_loss.npy"
-    influence = {"methods": ["ekfac", "kfac"], "dampings": [0.1, 1.0]}
+    influence = InfluenceSettings.from_config({
+        "methods": ["ekfac", "kfac"], "dampings": [0.1, 1.0], "fit_examples": None,
+        "fit_draws": None, "batch_size": 4, "seed": 0,
+    })  # fmt: skip
     targets = write_targets(tmp_path)
     method_scores(
         "ekfac", raws, targets, ["generated"], (tmp_path / "masks.npy", outputs, heldout), out,

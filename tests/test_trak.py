@@ -14,6 +14,7 @@ from stepattr.core.io import load_json, save_json
 from stepattr.core.names import attribution_methods, method_name, parse_method
 from stepattr.core.output_functions import output_value, target_draws, train_draws
 from stepattr.trak.features import (
+    AttributionSettings,
     GradientFeaturizer,
     make_featurizer,
     shard_indices,
@@ -393,16 +394,18 @@ def test_jobs_from_saved_model_to_scores(ci_model_cfg, tmp_path):
     np.savez(tmp_path / "generated.npz", **targets)
     final = {**targets, "x0hat": np.repeat(targets["x0"][:, None], 2, axis=1)}
     np.savez(tmp_path / "final.npz", **final)  # the reference: x_0 at every step
-    att = {
-        "train_timesteps": 2,
-        "target_resamples": 2,
-        "proj_dim": 8,
-        "feature_dtype": "float16",
-        "batch_size": 2,
-        "shards": 2,
-        "draws_per_pass": 1,
-        "seed": 0,
-    }
+    att = AttributionSettings.from_config(
+        {
+            "train_timesteps": 2,
+            "target_resamples": 2,
+            "proj_dim": 8,
+            "feature_dtype": "float16",
+            "batch_size": 2,
+            "shards": 2,
+            "draws_per_pass": 1,
+            "seed": 0,
+        }
+    )
     feats = tmp_path / "features"
     args = {"model_id": "full_0", "output_function": "loss", "projector": "auto"}
     for shard in range(2):

@@ -4,17 +4,6 @@ from stepattr.workflow.script import start
 
 smk = start(snakemake)  # noqa: F821 (injected by Snakemake's script directive)
 
-from stepattr.figures.jobs import patch_scores_job  # noqa: E402
+from stepattr.figures.jobs import run_patch_scores  # noqa: E402
 
-patch_scores_job(
-    method=smk.params.method,
-    models=smk.params.models,
-    train_paths=smk.input.train_features,
-    patch_paths=smk.input.patch_features,
-    lambda_path=smk.input.lam,
-    target_files=smk.input.targets,
-    target_sets=smk.params.target_sets,
-    figures=dict(smk.params.figures),
-    outputs={"scores": smk.output.scores, "index": smk.output.index, "meta": smk.output.meta},
-    provenance=dict(smk.params.provenance),
-)
+run_patch_scores(smk)

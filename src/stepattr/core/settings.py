@@ -30,6 +30,8 @@ CASTS: dict[str, Callable[[Any], Any]] = {
     "str | None": _optional(str),
     "tuple[int, ...]": lambda values: tuple(int(v) for v in values),
     "tuple[str, ...]": lambda values: tuple(str(v) for v in values),
+    "tuple[float, ...]": lambda values: tuple(float(v) for v in values),
+    "tuple[str, ...] | None": _optional(lambda values: tuple(str(v) for v in values)),
 }
 
 

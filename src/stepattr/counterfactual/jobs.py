@@ -11,7 +11,12 @@ import torch
 
 from stepattr.core.diffusion import resolve_device
 from stepattr.core.io import save_csv, save_text
-from stepattr.counterfactual.removal import evaluate_removal_model, resolve_pairs, write_removal
+from stepattr.counterfactual.removal import (
+    CounterfactualSettings,
+    evaluate_removal_model,
+    resolve_pairs,
+    write_removal,
+)
 from stepattr.counterfactual.report import (
     counterfactual_header,
     counterfactual_markdown,
@@ -67,11 +72,11 @@ def run_counterfactual_figure(smk: Any) -> None:
 
 def run_counterfactual_pairs(smk: Any) -> None:
     """Rule counterfactual_pairs: each configured (target, step) pair with its step and interval."""
-    cfg = smk.params.counterfactual
+    cfg = CounterfactualSettings.from_config(smk.params.counterfactual)
     targets = load_targets(smk.input.targets, ("grid", "target_id"))
     intervals = pd.read_csv(smk.input.intervals) if "intervals" in smk.input.keys() else None
     pairs = resolve_pairs(
-        cfg["pairs"], targets["grid"].tolist(), len(targets["target_id"]), intervals, cfg["delta"]
+        cfg.pairs, targets["grid"].tolist(), len(targets["target_id"]), intervals, cfg.delta
     )
     print(pairs.to_string(index=False))
     save_csv(smk.output[0], pairs)
@@ -80,11 +85,12 @@ def run_counterfactual_pairs(smk: Any) -> None:
 def run_counterfactual_table(smk: Any) -> None:
     """Rule counterfactual_table: changes against the reference, per pair and per
     (rule, fraction)."""
-    cfg, recipe = smk.params.counterfactual, smk.params.recipe
+    cfg = CounterfactualSettings.from_config(smk.params.counterfactual)
+    recipe = smk.params.recipe
     evals = pd.concat([pd.read_csv(path) for path in smk.input.evals], ignore_index=True)
-    removals = removal_summary(smk.params.removed_models, smk.input.removals, cfg["fractions"])
+    removals = removal_summary(smk.params.removed_models, smk.input.removals, cfg.fractions)
     per_pair = pair_changes(evals, removals, recipe["reference"])
-    summary = summarize(per_pair, cfg["rules"])
+    summary = summarize(per_pair, cfg.rules)
     pairs = pd.read_csv(smk.input.pairs)
     header = counterfactual_header(
         smk.params.provenance,

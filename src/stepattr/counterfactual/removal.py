@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,6 +48,7 @@ from stepattr.core.io import save_csv
 from stepattr.core.names import REMOVAL_RULES
 from stepattr.core.output_functions import step_losses
 from stepattr.core.seeds import RANDOM_REMOVAL, numpy_rng
+from stepattr.core.settings import settings_from
 from stepattr.detectors.detector import Detector
 from stepattr.training.subsets import save_masks
 from stepattr.trak.storage import load_scores, score_row
@@ -58,6 +60,39 @@ EVAL_COLUMNS = [
     "model_id", "pair", "target_id", "step", "t_low", "feature", "f",
     "same_interval", "same_rest", "n", "detector",
 ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class CounterfactualPair:
+    """One configured (generated target, grid step) pair; ``step`` None: the start of the
+    target's steepest-rise interval (transitions)."""
+
+    target: int
+    step: int | None
+
+
+@dataclass(frozen=True)
+class CounterfactualSettings:
+    """The ``counterfactual`` section (config/schema.yaml), typed once where a job starts."""
+
+    pairs: tuple[CounterfactualPair, ...]
+    fractions: tuple[float, ...]
+    rules: tuple[str, ...]
+    delta: int | None
+    completions: int
+    train_steps: int | None
+    seed: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> CounterfactualSettings:
+        pairs = tuple(
+            settings_from(CounterfactualPair, pair, f"counterfactual.pairs[{i}]")
+            for i, pair in enumerate(section["pairs"])
+        )
+        return settings_from(cls, dict(section) | {"pairs": pairs}, "counterfactual")
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -74,7 +109,7 @@ def interval_low(grid: Sequence[int], step: int, delta: int | None) -> int:
 
 
 def resolve_pairs(
-    pairs: Sequence[Mapping[str, Any]],
+    pairs: Sequence[CounterfactualPair],
     grid: Sequence[int],
     num_targets: int,
     intervals: pd.DataFrame | None,
@@ -88,13 +123,13 @@ def resolve_pairs(
     grid = [int(s) for s in grid]
     rows = []
     for i, pair in enumerate(pairs):
-        target = int(pair["target"])
+        target = pair.target
         if not 0 <= target < num_targets:
             raise ValueError(
                 f"counterfactual.pairs[{i}].target = {target}: the generated set has "
                 f"{num_targets} targets"
             )
-        step = pair.get("step")
+        step = pair.step
         if step is None:
             if intervals is None:
                 raise ValueError(

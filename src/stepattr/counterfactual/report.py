@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from scipy import stats
 from stepattr.core.names import parse_removed_model_id
 from stepattr.core.provenance import describe_config
 from stepattr.detectors.wilson import wilson_interval
+
+if TYPE_CHECKING:  # removal imports torch; this module stays light
+    from stepattr.counterfactual.removal import CounterfactualSettings
 
 SCHEMES = {"interval": "(a) retrained on the interval only", "rest": "(b) retrained from t on"}
 LEVEL = 0.95
@@ -200,7 +203,7 @@ def counterfactual_markdown(summary: pd.DataFrame, header: Sequence[str]) -> str
 
 def counterfactual_header(
     provenance: Mapping[str, Any],
-    cf: Mapping[str, Any],
+    cf: CounterfactualSettings,
     recipe: Mapping[str, Any],
     pairs: pd.DataFrame,
     detector: str,
@@ -216,14 +219,14 @@ def counterfactual_header(
         f"- config: {describe_config(provenance)}",
         f"- retraining: {recipe['steps']} steps, seed {recipe['seed']} (full_0's recipe), "
         f"reference model {recipe['reference']}",
-        f"- seeds: random removal {cf['seed']}, completions {recipe['completion_seed']}, "
+        f"- seeds: random removal {cf.seed}, completions {recipe['completion_seed']}, "
         f"f_t noises {recipe['output_seed']}",
         f"- pairs: {listed}",
         f"- f_t: loss output function, R = {recipe['resamples']} noises shared by every model; "
         "Δf_t = f_t(removed) - f_t(reference) (positive: the model moved away from the "
         "target); mean over pairs, Student-t 95% CI over pairs (n/a with one pair)",
         "- TRAK-predicted Δf_t: sum of the removed examples' TRAK scores (mean over pairs)",
-        f"- P(same feature | x_t): N = {cf['completions']} completions per pair and model "
+        f"- P(same feature | x_t): N = {cf.completions} completions per pair and model "
         f"({recipe['completion_steps']}-step strided sampler, noises shared by every model), "
         f"feature = {detector} class of the target's final x0; (a) the model under test on "
         "the interval only, full_0 after it; (b) the model under test from t to 0; pooled "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -31,9 +32,10 @@ from stepattr.figures.influencers import (
     step_influencers,
 )
 from stepattr.figures.patch_figure import WHOLE_IMAGE, PatchRow, patch_figure
-from stepattr.figures.patches import configured_patches, patch_target_features
+from stepattr.figures.patches import FiguresSettings, configured_patches, patch_target_features
 from stepattr.targets.generate import check_targets
 from stepattr.targets.sets import load_target_sets
+from stepattr.trak.features import AttributionSettings
 from stepattr.trak.jobs import load_featurizer
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import (
@@ -175,13 +177,13 @@ def overview_job(
 def _patch_targets(
     target_files: Sequence[str | os.PathLike],
     target_sets: Sequence[str],
-    figures: Mapping[str, Any],
+    figures: FiguresSettings,
 ):
     """The patch targets' rows of the concatenated target sets, and the patch steps' columns."""
     targets = load_target_sets(target_files, target_sets)
-    rows = [int(np.flatnonzero(targets.target_id == tid)[0]) for tid in figures["patch_targets"]]
+    rows = [int(np.flatnonzero(targets.target_id == tid)[0]) for tid in figures.patch_targets]
     grid = targets.grid.tolist()
-    cols = [grid.index(int(step)) for step in figures["patch_steps"]]
+    cols = [grid.index(step) for step in figures.patch_steps]
     return targets, rows, cols
 
 
@@ -193,8 +195,8 @@ def patch_features_job(
     out_path: str | os.PathLike,
     output_function: str,
     projector: str,
-    attribution: Mapping[str, Any],
-    figures: Mapping[str, Any],
+    attribution: AttributionSettings,
+    figures: FiguresSettings,
     device: str,
 ) -> None:
     """Masked target features ``(targets x patches, steps, k)`` of one model (target-major)."""
@@ -212,24 +214,24 @@ def patch_features_job(
         featurizer,
         x0hat,
         targets.target_id[rows].tolist(),
-        [int(s) for s in figures["patch_steps"]],
+        list(figures.patch_steps),
         patches,
-        int(attribution["target_resamples"]),
-        int(attribution["seed"]),
-        int(attribution["batch_size"]),
+        attribution.target_resamples,
+        attribution.seed,
+        attribution.batch_size,
     )
     info.update(
         side="target",
         target_set="patches",
-        draws=int(attribution["target_resamples"]),
-        grid=[int(s) for s in figures["patch_steps"]],
+        draws=attribution.target_resamples,
+        grid=list(figures.patch_steps),
         target_ids=targets.target_id[rows].tolist(),
         patches=[{"name": p.name, "box": list(p.box)} for p in patches],
     )
     save_features(
         out_path,
         feats.reshape(-1, *feats.shape[2:]),
-        attribution.get("feature_dtype", "float32"),
+        attribution.feature_dtype,
         info,
     )
 
@@ -249,7 +251,7 @@ def patch_scores_job(
     lambda_path: str | os.PathLike,
     target_files: Sequence[str | os.PathLike],
     target_sets: Sequence[str],
-    figures: Mapping[str, Any],
+    figures: FiguresSettings,
     outputs: Mapping[str, str | os.PathLike],
     provenance: Mapping[str, Any],
 ) -> None:
@@ -264,10 +266,10 @@ def patch_scores_job(
     train, target, identities = load_method_features(train_paths, patch_paths)
     targets, rows, _ = _patch_targets(target_files, target_sets, figures)
     patches = configured_patches(figures, targets.x0.shape[-1])
-    if target[0].shape[:2] != (len(rows) * len(patches), len(figures["patch_steps"])):
+    if target[0].shape[:2] != (len(rows) * len(patches), len(figures.patch_steps)):
         raise ValueError(
             f"{patch_paths[0]}: features {target[0].shape} do not match "
-            f"{len(rows)} targets x {len(patches)} patches x {figures['patch_steps']}"
+            f"{len(rows)} targets x {len(patches)} patches x {list(figures.patch_steps)}"
         )
     scores = trak_scores(train, target, lam)
     index = pd.DataFrame(
@@ -293,7 +295,7 @@ def patch_scores_job(
         {
             "method": method,
             "sign": "positive = including the training example lowers the patch's f_t",
-            "steps": [int(s) for s in figures["patch_steps"]],
+            "steps": list(figures.patch_steps),
             "lambda": lam,
             "lambda_record": record,
             "models": [
@@ -346,3 +348,39 @@ def patch_figure_job(
         + method_heading(patch_meta, provenance)
     )
     _save_figure(patch_figure(blocks, train, heading), png)
+
+
+# ----------------------------------------------------------------------------- rule entry points
+
+
+def run_patch_features(smk: Any) -> None:
+    """Rule patch_features: masked target features of the patch targets for one model."""
+    torch.set_num_threads(smk.threads)
+    patch_features_job(
+        model_dir=Path(smk.input.model).parent,
+        model_id=smk.wildcards.model_id,
+        target_files=smk.input.targets,
+        target_sets=smk.params.target_sets,
+        out_path=smk.output.features,
+        output_function=smk.params.output_function,
+        projector=smk.params.projector,
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        figures=FiguresSettings.from_config(smk.params.figures),
+        device=smk.params.device,
+    )
+
+
+def run_patch_scores(smk: Any) -> None:
+    """Rule patch_scores: TRAK scores of the patch features with the method's lambda."""
+    patch_scores_job(
+        method=smk.params.method,
+        models=smk.params.models,
+        train_paths=smk.input.train_features,
+        patch_paths=smk.input.patch_features,
+        lambda_path=smk.input.lam,
+        target_files=smk.input.targets,
+        target_sets=smk.params.target_sets,
+        figures=FiguresSettings.from_config(smk.params.figures),
+        outputs={"scores": smk.output.scores, "index": smk.output.index, "meta": smk.output.meta},
+        provenance=dict(smk.params.provenance),
+    )

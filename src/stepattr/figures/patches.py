@@ -18,9 +18,31 @@ import numpy as np
 import torch
 
 from stepattr.core.names import attribution_methods, influence_methods
+from stepattr.core.settings import settings_from
 from stepattr.trak.features import Featurizer, target_features
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass(frozen=True)
+class FiguresSettings:
+    """The ``figures`` section (config/schema.yaml), typed once where a job starts; ``patches``
+    maps each name to its box ``(x0, y0, x1, y1)`` in config order."""
+
+    method: str | None
+    top_k: int
+    targets_per_set: int | None
+    overview_targets: tuple[int, ...]
+    frame_ms: int
+    patch_targets: tuple[int, ...]
+    patch_steps: tuple[int, ...]
+    quadrants: bool
+    patches: Mapping[str, tuple[int, ...]]
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> FiguresSettings:
+        boxes = {str(name): tuple(int(v) for v in box) for name, box in section["patches"].items()}
+        return settings_from(cls, dict(section) | {"patches": boxes}, "figures")
 
 
 @dataclass(frozen=True)
@@ -39,12 +61,10 @@ def quadrant_patches(size: int) -> list[Patch]:
     return [Patch(name, box) for name, box in zip(QUADRANTS, boxes, strict=True)]
 
 
-def configured_patches(figures: Mapping[str, Any], size: int) -> list[Patch]:
+def configured_patches(figures: FiguresSettings, size: int) -> list[Patch]:
     """The named boxes of ``figures.patches`` (config order), then the quadrants if asked."""
-    patches = [
-        Patch(str(name), tuple(int(v) for v in box)) for name, box in figures["patches"].items()
-    ]
-    if figures["quadrants"]:
+    patches = [Patch(name, box) for name, box in figures.patches.items()]
+    if figures.quadrants:
         patches += quadrant_patches(size)
     return patches
 

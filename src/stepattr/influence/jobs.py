@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from stepattr.core.io import atomic_path, load_json, save_json, save_npy, sha256
 from stepattr.core.names import parse_influence_method
 from stepattr.core.seeds import numpy_rng
 from stepattr.influence.kfac import (
+    InfluenceSettings,
     KroneckerLayer,
     LayerBasis,
     RotatedGradients,
@@ -40,7 +42,7 @@ from stepattr.influence.kfac import (
 )
 from stepattr.lds.jobs import default_choice, heldout_choices, heldout_data
 from stepattr.targets.sets import load_target_sets
-from stepattr.trak.features import target_features, whole_loss_features
+from stepattr.trak.features import AttributionSettings, target_features, whole_loss_features
 from stepattr.trak.storage import save_scores
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,9 @@ def sidecar(path: str | os.PathLike) -> Path:
 
 def fit_rows(num_train: int, fit_examples: int | None, seed: int) -> np.ndarray:
     """Training rows the factors are fit on: all, or a seeded sorted choice of that many."""
-    if fit_examples is None or int(fit_examples) >= num_train:
+    if fit_examples is None or fit_examples >= num_train:
         return np.arange(num_train)
-    rows = numpy_rng(seed, FIT_SUBSET).choice(num_train, int(fit_examples), replace=False)
+    rows = numpy_rng(seed, FIT_SUBSET).choice(num_train, fit_examples, replace=False)
     return np.sort(rows)
 
 
@@ -108,8 +110,8 @@ def fit_factors(
     train_split: str | os.PathLike,
     out_path: str | os.PathLike,
     model_id: str,
-    influence: Mapping[str, Any],
-    attribution: Mapping[str, Any],
+    influence: InfluenceSettings,
+    attribution: AttributionSettings,
     device: str,
 ) -> None:
     """Rule fit_influence_factors: both passes over the training set, then the file."""
@@ -117,13 +119,13 @@ def fit_factors(
     model, schedule, _ = load_model(model_dir, resolve_device(device))
     layers, uncovered = kronecker_layers(model)
     images, _, _ = load_split(train_split)
-    seed = int(influence["seed"])
-    rows = fit_rows(len(images), influence.get("fit_examples"), seed)
-    draws = int(influence.get("fit_draws") or attribution["train_timesteps"])
+    seed = influence.seed
+    rows = fit_rows(len(images), influence.fit_examples, seed)
+    draws = influence.fit_draws or attribution.train_timesteps
     log.info("fitting %d layers on %d examples x %d draws", len(layers), len(rows), draws)
     bases = fit_bases(
         model, layers, to_model_space(images[rows]), rows.tolist(), draws, seed,
-        schedule.alphas_cumprod, int(influence["batch_size"]),
+        schedule.alphas_cumprod, influence.batch_size,
     )  # fmt: skip
     info = {
         "model_id": model_id,
@@ -137,9 +139,9 @@ def fit_factors(
     save_factors(out_path, layers, bases, info)
 
 
-def variant_combos(influence: Mapping[str, Any]) -> list[tuple[str, float]]:
+def variant_combos(influence: InfluenceSettings) -> list[tuple[str, float]]:
     """The (variant, damping factor) pairs one scoring pass computes."""
-    return [(v, float(d)) for v in influence["methods"] for d in influence["dampings"]]
+    return [(v, d) for v in influence.methods for d in influence.dampings]
 
 
 def model_scores(
@@ -151,8 +153,8 @@ def model_scores(
     out_paths: Mapping[str, str | os.PathLike],
     model_id: str,
     output_function: str,
-    influence: Mapping[str, Any],
-    attribution: Mapping[str, Any],
+    influence: InfluenceSettings,
+    attribution: AttributionSettings,
     device: str,
 ) -> None:
     """Rule influence_model_scores: one model's raw scores for every (variant, damping):
@@ -172,15 +174,15 @@ def model_scores(
         raise ValueError(f"{factors_path}: factors were fit on other weights than {model_dir}")
     rotated = RotatedGradients(
         model, output_function, schedule.alphas_cumprod, layers, bases, uncovered,
-        attribution.get("draws_per_pass"),
+        attribution.draws_per_pass,
     )  # fmt: skip
     targets = load_target_sets(target_files, target_sets)
-    seed, batch = int(attribution["seed"]), int(influence["batch_size"])
+    seed, batch = attribution.seed, influence.batch_size
 
     def queries_of(rows: np.ndarray, x0hat: np.ndarray) -> np.ndarray:
         return target_features(
             rotated, torch.from_numpy(x0hat), targets.target_id[rows], targets.grid.tolist(),
-            int(attribution["target_resamples"]), seed, batch, progress=True,
+            attribution.target_resamples, seed, batch, progress=True,
         )  # fmt: skip
 
     queries = queries_of(np.arange(len(targets.target_id)), targets.x0hat)
@@ -191,9 +193,8 @@ def model_scores(
     both = np.concatenate([queries.reshape(m * g, -1), whole[:, 0]])
     scores = stream_scores(
         rotated, torch.from_numpy(both), inverse_weights(bases, combos),
-        to_model_space(images), list(range(len(images))), int(attribution["train_timesteps"]),
-        seed, schedule.num_train_timesteps, batch,
-        attribution.get("train_timestep_draws", "uniform"),
+        to_model_space(images), list(range(len(images))), attribution.train_timesteps,
+        seed, schedule.num_train_timesteps, batch, attribution.train_timestep_draws,
     )  # fmt: skip
     if not np.isfinite(scores).all():
         raise ValueError(f"{out_paths['scores']}: influence scores contain NaN or inf; not written")
@@ -221,7 +222,7 @@ def method_scores(
     target_sets: Sequence[str],
     heldout: tuple[str | os.PathLike, Sequence[str | os.PathLike], Sequence[str]] | None,
     outputs: Mapping[str, str | os.PathLike],
-    influence: Mapping[str, Any],
+    influence: InfluenceSettings,
     provenance: Mapping[str, Any],
 ) -> None:
     """Rule influence_scores: a method's scores averaged over models (``raw_paths``:
@@ -286,8 +287,57 @@ def method_scores(
                 for r in records
             ],
             "shape": list(scores.shape),
-            "influence": dict(influence),
+            "influence": asdict(influence),
             **dict(provenance),
         },
         whole_loss=averaged(wholes)(whole_damping),
+    )
+
+
+# ----------------------------------------------------------------------------- rule entry points
+
+
+def run_fit_factors(smk: Any) -> None:
+    """Rule fit_influence_factors: K-FAC factors, eigenbases and EK-FAC eigenvalues of a full
+    model."""
+    fit_factors(
+        model_dir=Path(smk.input.model).parent,
+        train_split=smk.input.train,
+        out_path=smk.output.factors,
+        model_id=smk.wildcards.model_id,
+        influence=InfluenceSettings.from_config(smk.params.influence),
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        device=smk.params.device,
+    )
+
+
+def run_model_scores(smk: Any) -> None:
+    """Rule influence_model_scores: one model's influence scores for every (variant, damping)."""
+    model_scores(
+        model_dir=Path(smk.input.model).parent,
+        factors_path=smk.input.factors,
+        train_split=smk.input.train,
+        target_files=smk.input.targets,
+        target_sets=smk.params.target_sets,
+        out_paths={"scores": smk.output.scores, "whole_loss": smk.output.whole_loss},
+        model_id=smk.wildcards.model_id,
+        output_function=smk.wildcards.output_function,
+        influence=InfluenceSettings.from_config(smk.params.influence),
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        device=smk.params.device,
+    )
+
+
+def run_influence_scores(smk: Any) -> None:
+    """Rule influence_scores: a method's scores averaged over models, at its held-out damping."""
+    heldout = smk.params.heldout_models
+    method_scores(
+        method=smk.wildcards.method,
+        raw_paths={"scores": smk.input.raw, "whole_loss": smk.input.raw_whole_loss},
+        target_files=smk.input.targets,
+        target_sets=smk.params.target_sets,
+        heldout=(smk.input.masks, smk.input.outputs, heldout) if heldout else None,
+        outputs=dict(smk.output.items()),
+        influence=InfluenceSettings.from_config(smk.params.influence),
+        provenance=dict(smk.params.provenance),
     )

@@ -33,7 +33,7 @@ Coverage: every trainable Conv2d/Linear weight and bias. Other trainable paramet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +48,30 @@ from stepattr.core.diffusion import add_noise, eps_model
 from stepattr.core.names import INFLUENCE_VARIANTS
 from stepattr.core.output_functions import OUTPUT_FUNCTIONS, output_value, train_draws
 from stepattr.core.seeds import derive_seed
+from stepattr.core.settings import settings_from
 from stepattr.core.taps import Tap, tapped
+
+
+@dataclass(frozen=True)
+class InfluenceSettings:
+    """The ``influence`` section (config/schema.yaml), typed once where a job starts.
+
+    ``fit_draws`` None: attribution.train_timesteps; ``fit_examples`` None: every example;
+    ``output_functions`` None: attribution.output_functions. Defaults: the schema's.
+    """
+
+    methods: tuple[str, ...]
+    dampings: tuple[float, ...]
+    fit_examples: int | None
+    fit_draws: int | None
+    batch_size: int
+    seed: int
+    output_functions: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> InfluenceSettings:
+        return settings_from(cls, section, "influence")
+
 
 KRONECKER_MODULES = (nn.Conv2d, nn.Linear)
 VARIANTS = tuple(INFLUENCE_VARIANTS)

@@ -24,7 +24,7 @@ from stepattr.lds.ground_truth import (
     load_subset_outputs_by_seed,
     subset_model_outputs,
 )
-from stepattr.lds.metric import select_lambda
+from stepattr.lds.metric import LdsSettings, select_lambda
 from stepattr.lds.tables import (
     CEILING,
     CEILING_NOTE,
@@ -384,13 +384,13 @@ def run_lds_tables(smk: Any) -> None:
         dtrak_by_seed.mean(axis=-1),
     )  # a subset's truth: its seeds' mean
     masks = load_masks(smk.input.masks, rows)
-    cfg = smk.params.lds
+    cfg = LdsSettings.from_config(smk.params.lds)
     score_dirs = {
         Path(p).parent.name: Path(p).parent
         for p in smk.input.scores
         if Path(p).name == "scores.npy"
     }
-    boot = (cfg["bootstrap"], cfg["seed"], cfg["ci_level"])
+    boot = (cfg.bootstrap, cfg.seed, cfg.ci_level)
     steps, whole, paired, labels = lds_frames(
         score_dirs, targets, masks, f, dtrak, *boot, reference=smk.params.reference
     )

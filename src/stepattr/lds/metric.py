@@ -18,11 +18,31 @@ predicts retraining well gets a positive LDS.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
+
+from stepattr.core.settings import settings_from
+
+
+@dataclass(frozen=True)
+class LdsSettings:
+    """The ``lds`` section (config/schema.yaml), typed once where a job starts.
+    ``target_resamples`` None: attribution.target_resamples."""
+
+    target_resamples: int | None
+    dtrak_draws: int
+    bootstrap: int
+    ci_level: float
+    seed: int
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> LdsSettings:
+        return settings_from(cls, section, "lds")
 
 
 @dataclass(frozen=True)

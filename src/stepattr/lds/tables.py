@@ -23,6 +23,7 @@ import pandas as pd
 from stepattr.core.provenance import describe_config
 from stepattr.lds.metric import (
     LDS,
+    LdsSettings,
     bootstrap_ceiling,
     bootstrap_lds,
     bootstrap_lds_difference,
@@ -253,7 +254,7 @@ def lds_header(
     provenance: Mapping[str, Any],
     seeds: Mapping[str, int],
     subsets: Mapping[str, Any],
-    lds_cfg: Mapping[str, Any],
+    lds_cfg: LdsSettings,
     resamples: int,
     target_counts: Mapping[str, int],
     lambdas: Mapping[str, Any],
@@ -268,10 +269,10 @@ def lds_header(
         "held out, used only to choose lambda and damping",
         "- targets: " + ", ".join(f"{n} {name}" for name, n in target_counts.items()),
         f"- LDS: Spearman(masks @ scores, -loss) per target across subsets, mean over targets; "
-        f"{lds_cfg['ci_level']:.0%} two-way percentile bootstrap CI resampling subsets and "
-        f"targets ({lds_cfg['bootstrap']} resamples, seed {lds_cfg['seed']})",
+        f"{lds_cfg.ci_level:.0%} two-way percentile bootstrap CI resampling subsets and "
+        f"targets ({lds_cfg.bootstrap} resamples, seed {lds_cfg.seed})",
         f"- ground truth f_t: R = {resamples} noises per target and step, the same for every "
-        f"model; D-TRAK loss: {lds_cfg['dtrak_draws']} uniform (t, noise) draws per target",
+        f"model; D-TRAK loss: {lds_cfg.dtrak_draws} uniform (t, noise) draws per target",
         "- lambda / damping (chosen on held-out subsets): "
         + (", ".join(f"{m} {lam}" for m, lam in lambdas.items()) or "none"),
         "- inputs: " + ", ".join(inputs),

@@ -17,7 +17,8 @@ depend on the batch size or on how the training set is sharded, and every model 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,10 +26,42 @@ import torch
 from tqdm.auto import tqdm
 
 from stepattr.core.output_functions import OUTPUT_FUNCTIONS, per_draw, target_draws, train_draws
+from stepattr.core.settings import settings_from
 from stepattr.training.conditioning import CaptionConditioning
 from stepattr.trak.factored import FactoredFeaturizer
 from stepattr.trak.gradients import num_parameters, per_example_gradients, prepare_model
 from stepattr.trak.projectors import Projector, make_projector
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """The ``attribution`` section (config/schema.yaml), typed once where a job starts; its
+    readers: the trak jobs, and the influence and patch jobs that reuse TRAK's draws.
+
+    The featurize rules pass only the keys the features depend on
+    (rules/functions/trak.smk ``FEATURIZE_KEYS``: changing a ridge candidate must not rerun
+    featurization), so ``projector``, ``output_functions`` and ``lambdas``, required in a run's
+    config, have defaults that mark them absent. Other defaults: the schema's.
+    """
+
+    train_timesteps: int
+    target_resamples: int
+    proj_dim: int
+    batch_size: int
+    shards: int
+    seed: int
+    train_timestep_draws: str = "uniform"
+    projector: str | None = None
+    factored_expansion: int = 1
+    compare_projectors: tuple[str, ...] = ()
+    feature_dtype: str = "float32"
+    draws_per_pass: int | None = None
+    output_functions: tuple[str, ...] = ()
+    lambdas: tuple[float, ...] = ()
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> AttributionSettings:
+        return settings_from(cls, section, "attribution")
 
 
 class Featurizer(Protocol):

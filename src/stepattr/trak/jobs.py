@@ -1,6 +1,7 @@
 """The featurize and score jobs of the workflow: files in, files out (scripts call these).
 
-Every job takes its settings from the config's ``attribution`` section: K =
+Every job takes its settings from the config's ``attribution`` section, typed once by the
+rule's entry point (``run_*``, :class:`~stepattr.trak.features.AttributionSettings`): K =
 ``train_timesteps`` draws per training example, R = ``target_resamples`` noises per target
 and step, k = ``proj_dim``, ``batch_size`` examples per batch (vmap and projection),
 ``draws_per_pass`` draws per vmap pass (memory), ``seed`` for the draws and,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from stepattr.latents.autoencoder import load_latents
 from stepattr.targets.sets import load_target_sets, prompt_states
 from stepattr.training.conditioning import CaptionConditioning, caption_conditioning
 from stepattr.trak.features import (
+    AttributionSettings,
     Featurizer,
     make_featurizer,
     shard_indices,
@@ -51,33 +54,33 @@ def load_featurizer(
     model_id: str,
     output_function: str,
     projector: str,
-    attribution: Mapping[str, Any],
+    attribution: AttributionSettings,
     device: str,
 ) -> tuple[Featurizer, int, dict[str, Any]]:
     """A model's featurizer, the schedule length T, and the provenance of its feature files."""
     model_dir = Path(model_dir)
     model, schedule, _ = load_model(model_dir, resolve_device(device))
-    seed = projection_seed(int(attribution["seed"]), model_id)
+    seed = projection_seed(attribution.seed, model_id)
     featurizer = make_featurizer(
         model,
         output_function,
         schedule.alphas_cumprod,
         projector,
-        int(attribution["proj_dim"]),
+        attribution.proj_dim,
         seed,
-        attribution.get("draws_per_pass"),
-        int(attribution.get("factored_expansion", 1)),
+        attribution.draws_per_pass,
+        attribution.factored_expansion,
     )
     info = {
         "model_id": model_id,
         "model_sha256": sha256_file(model_dir / "model.safetensors"),
         "featurizer": featurizer.describe(),  # its "projector": the one that ran
         "projector_requested": projector,
-        "draw_seed": int(attribution["seed"]),
+        "draw_seed": attribution.seed,
         "device": str(next(model.parameters()).device),
     }
     if projector == "auto":  # which projector auto chose, and why (outside the identity keys)
-        info["projector_choice"] = auto_choice(info["device"], int(attribution["proj_dim"]))[1]
+        info["projector_choice"] = auto_choice(info["device"], attribution.proj_dim)[1]
     log.info("featurizer %s on %s", info["featurizer"], info["device"])
     return featurizer, schedule.num_train_timesteps, info
 
@@ -90,7 +93,7 @@ def featurize_train_shard(
     output_function: str,
     projector: str,
     shard: int,
-    attribution: Mapping[str, Any],
+    attribution: AttributionSettings,
     device: str,
     latents: str | os.PathLike | None = None,
     text_states: str | os.PathLike | None = None,
@@ -106,30 +109,30 @@ def featurize_train_shard(
         model_dir, model_id, output_function, projector, attribution, device
     )
     examples, conditioning = training_examples(
-        train_split, latents, text_states, caption_dropout, int(attribution["seed"])
+        train_split, latents, text_states, caption_dropout, attribution.seed
     )
-    rows = shard_indices(len(examples), int(attribution["shards"]), shard)
+    rows = shard_indices(len(examples), attribution.shards, shard)
     log.info("shard %d: training examples %d..%d", shard, rows[0], rows[-1] + 1)
     feats = train_features(
         featurizer,
         examples[rows],
         rows,
-        int(attribution["train_timesteps"]),
-        int(attribution["seed"]),
+        attribution.train_timesteps,
+        attribution.seed,
         num_timesteps,
-        int(attribution["batch_size"]),
+        attribution.batch_size,
         progress=True,
         conditioning=conditioning,
-        timesteps=attribution.get("train_timestep_draws", "uniform"),
+        timesteps=attribution.train_timestep_draws,
     )
     info.update(
         side="train",
         caption_dropout=None if conditioning is None else conditioning.dropout,
-        draws=int(attribution["train_timesteps"]),
+        draws=attribution.train_timesteps,
         shard=shard,
         rows=[int(rows[0]), int(rows[-1]) + 1],
     )
-    save_features(out_path, feats, attribution.get("feature_dtype", "float32"), info)
+    save_features(out_path, feats, attribution.feature_dtype, info)
 
 
 def training_examples(
@@ -168,7 +171,7 @@ def featurize_target_set(
     model_id: str,
     output_function: str,
     projector: str,
-    attribution: Mapping[str, Any],
+    attribution: AttributionSettings,
     device: str,
     text_states: str | os.PathLike | None = None,
 ) -> None:
@@ -181,12 +184,12 @@ def featurize_target_set(
     )
     targets = load_target_sets([targets_path], [target_set])
     states = prompt_states(targets, text_states)
-    draws, grid = int(attribution["target_resamples"]), targets.grid.tolist()
+    draws, grid = attribution.target_resamples, targets.grid.tolist()
 
     def features_of(rows: np.ndarray, x0hat: np.ndarray) -> np.ndarray:
         return target_features(
             featurizer, torch.from_numpy(x0hat), targets.target_id[rows], grid, draws,
-            int(attribution["seed"]), int(attribution["batch_size"]), progress=True,
+            attribution.seed, attribution.batch_size, progress=True,
             states=None if states is None else states[torch.from_numpy(rows)],
         )  # fmt: skip
 
@@ -194,7 +197,7 @@ def featurize_target_set(
     final = targets.at_final_image().x0hat
     whole = whole_loss_features(features_of, targets.x0hat, final, feats)
     info.update(side="target", target_set=target_set, draws=draws, grid=grid)
-    dtype = attribution.get("feature_dtype", "float32")
+    dtype = attribution.feature_dtype
     save_features(out_paths["features"], feats, dtype, info)
     save_features(out_paths["whole_loss"], whole, dtype, {**info, "view": WHOLE_LOSS_VIEW})
 
@@ -207,7 +210,7 @@ def score_method(
     target_sets: Sequence[str],
     lambda_path: str | os.PathLike,
     outputs: Mapping[str, str | os.PathLike],
-    attribution: Mapping[str, Any],
+    attribution: AttributionSettings,
     provenance: Mapping[str, Any],
 ) -> None:
     """``scores.npy`` (targets, G, n_train), ``whole_loss.npy`` (targets, n_train), ``index.csv``
@@ -255,8 +258,65 @@ def score_method(
                 for model_id, identity in zip(models, identities, strict=True)
             ],
             "shape": list(scores.shape),
-            "attribution": dict(attribution),
+            "attribution": asdict(attribution),
             **dict(provenance),
         },
         whole_loss=trak_scores(train, whole_target, whole_lam)[:, 0],
+    )
+
+
+# ----------------------------------------------------------------------------- rule entry points
+
+
+def run_featurize_train(smk: Any) -> None:
+    """Rule featurize_train: TRAK features of one shard of the training split for one model."""
+    torch.set_num_threads(smk.threads)
+    featurize_train_shard(
+        model_dir=Path(smk.input.model).parent,
+        train_split=smk.input.train,
+        out_path=smk.output.features,
+        model_id=smk.wildcards.model_id,
+        output_function=smk.params.output_function,
+        projector=smk.params.projector,
+        shard=int(smk.wildcards.shard),
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        device=smk.params.device,
+        latents=smk.input.get("latents"),
+        text_states=smk.input.get("text_states"),
+        caption_dropout=float(smk.params.caption_dropout),
+    )
+
+
+def run_featurize_targets(smk: Any) -> None:
+    """Rule featurize_targets: TRAK features of one target set for one model."""
+    torch.set_num_threads(smk.threads)
+    featurize_target_set(
+        model_dir=Path(smk.input.model).parent,
+        targets_path=smk.input.targets,
+        target_set=smk.wildcards.target_set,
+        out_paths={"features": smk.output.features, "whole_loss": smk.output.whole_loss},
+        model_id=smk.wildcards.model_id,
+        output_function=smk.params.output_function,
+        projector=smk.params.projector,
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        device=smk.params.device,
+        text_states=smk.input.get("text_states"),
+    )
+
+
+def run_score(smk: Any) -> None:
+    """Rule score: TRAK scores of one method from every full model's features, averaged."""
+    score_method(
+        method=smk.wildcards.method,
+        models=smk.params.models,
+        feature_paths={
+            key: smk.input[key]
+            for key in ("train_features", "target_features", "whole_loss_features")
+        },
+        target_files=smk.input.targets,
+        target_sets=smk.params.target_sets,
+        lambda_path=smk.input.lam,
+        outputs=dict(smk.output.items()),
+        attribution=AttributionSettings.from_config(smk.params.attribution),
+        provenance=dict(smk.params.provenance),
     )
