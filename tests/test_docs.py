@@ -138,8 +138,16 @@ def test_results_summary_from_a_run_table(tmp_path: Path, regenerate) -> None:
     (tmp_path / "tables").mkdir()
     lds.to_csv(tmp_path / "tables/lds.csv", index=False)
     dtrak.to_csv(tmp_path / "tables/lds_dtrak.csv", index=False)
-    readme = regenerate.results_part(str(tmp_path))["README.md"]
+    (tmp_path / "benchmarks/train").mkdir(parents=True)
+    for name, wall, cpu in (("full_0", 100.5, 90.0), ("subset_0", 20.0, 19.5)):
+        (tmp_path / f"benchmarks/train/{name}.tsv").write_text(
+            f"s\th:m:s\tmax_rss\tcpu_time\n{wall}\t0:01:40\t100\t{cpu}\n"
+        )
+    written = regenerate.results_part(str(tmp_path))
+    readme = written["README.md"]
     assert "| `trak` (TRAK (lambda 100)) | +0.200 |" in read_block(readme, "results")
+    assert read_block(written["docs/results.md"], "results") == read_block(readme, "results")
+    assert "2 benchmarked jobs, 120 wall job-seconds and 110 CPU-seconds" in readme
     assert (
         readme.split("<!-- results:start -->")[0]
         == (REPO / "README.md").read_text().split("<!-- results:start -->")[0]

@@ -5,8 +5,9 @@
     python scripts/docs/regenerate.py --check         # write nothing; exit 1 naming each
                                                       # checked-in copy that differs
     python scripts/docs/regenerate.py config cost     # only some parts
-    python scripts/docs/regenerate.py results --run results   # README's results table, from
-                                                      # a finished run's tables/lds*.csv
+    python scripts/docs/regenerate.py results --run results   # the results block of README
+                                                      # and docs/results.md, from a finished
+                                                      # run's tables/lds*.csv and benchmarks/
 
 Run from the repository root (the tools dry-run the workflow there). What each part is, and
 the markers that delimit it in its document: stepattr.workflow.docs. The rule graph's PNG is
@@ -33,6 +34,7 @@ from stepattr.workflow.docs import (
     read_results,
     replace_block,
     results_summary,
+    run_cost,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +43,7 @@ CLUSTER = "docs/cluster.md"
 RULEGRAPH = "docs/rulegraph.dot"
 RULEGRAPH_PNG = "docs/rulegraph.png"
 README = "README.md"
+RESULTS = "docs/results.md"
 
 
 def config_part() -> dict[str, str]:
@@ -119,9 +122,15 @@ def draw_rulegraph() -> None:
 
 
 def results_part(run: str) -> dict[str, str]:
+    """The results block of README.md and docs/results.md: the run's LDS summary and its
+    measured compute."""
     lds, dtrak = read_results(run)
-    body = results_summary(lds, dtrak, source=f"{run}/tables/lds.csv")
-    return {README: replace_block((REPO / README).read_text(), "results", body)}
+    body = results_summary(lds, dtrak, source=f"{run}/tables/lds.csv") + "\n" + run_cost(run)
+    body += "\n"
+    return {
+        name: replace_block((REPO / name).read_text(), "results", body)
+        for name in (README, RESULTS)
+    }
 
 
 PARTS = {"config": config_part, "cost": cost_part, "rulegraph": rulegraph_part}

@@ -217,6 +217,22 @@ def results_summary(lds: Any, dtrak: Any | None = None, source: str = "") -> str
     return "\n".join(out) + "\n"
 
 
+def run_cost(run: str | Path) -> str:
+    """One line: a run's measured compute, its benchmark files summed (``s``: the budget's
+    wall job-seconds; ``cpu_time``), recomputable from ``{run}/benchmarks/``."""
+    from stepattr.core.io import read_benchmark
+
+    files = sorted((Path(run) / "benchmarks").rglob("*.tsv"))
+    if not files:
+        return f"No benchmark files under `{run}/benchmarks/`."
+    measured = [read_benchmark(f) for f in files]
+    wall, cpu = sum(w for w, _ in measured), sum(c for _, c in measured)
+    return (
+        f"Measured compute: {len(files)} benchmarked jobs, {wall:,.0f} wall job-seconds and "
+        f"{cpu:,.0f} CPU-seconds (the benchmark files under `{run}/benchmarks/`, summed)."
+    )
+
+
 def read_results(run: str | Path) -> tuple[Any, Any | None]:
     """A run's ``tables/lds.csv`` and, where it exists, ``tables/lds_dtrak.csv``."""
     import pandas as pd
