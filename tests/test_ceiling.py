@@ -138,3 +138,38 @@ def test_regime_row_reads_a_screen_run_back(tmp_path):
     assert "| two_class | 2 | 10 | 20.0 | cosine | 16x32 | 6 x 2 | 1.00 |" in markdown(
         pd.DataFrame([row])
     )
+
+
+def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
+    """stepattr.lds.regimes compare: each run's LDS equals the direct Spearman mean, a run
+    against itself differs by exactly 0, and runs with different subset outputs are refused."""
+    from stepattr.lds.metric import predicted_outputs, spearman_rows
+    from stepattr.lds.regimes import compare_runs
+    from stepattr.training.subsets import save_masks
+
+    rng = np.random.default_rng(6)
+    m, n, rows, grid = 6, 12, 10, [900, 0]
+    masks = rng.random((rows, n)) < 0.5
+    scores = {"a": rng.standard_normal((m, 2, n)), "b": rng.standard_normal((m, 2, n))}
+    outputs = [(rng.standard_normal((m, 2)), rng.standard_normal(m)) for _ in range(rows)]
+    for name in ("a", "b"):
+        run = tmp_path / name
+        save_masks(run / "subsets" / "masks.npy", masks)
+        for j, (f, d) in enumerate(outputs):
+            save_npz(run / "lds" / "outputs" / f"subset_{j}_s0.npz", f=f, dtrak=d,
+                     target_id=np.arange(m), grid=grid)  # fmt: skip
+        (run / "scores" / "trak").mkdir(parents=True)
+        np.save(run / "scores" / "trak" / "scores.npy", scores[name])
+        np.save(run / "scores" / "trak" / "whole_loss.npy", scores[name].mean(axis=1))
+    table = compare_runs(tmp_path / "a", tmp_path / "b", "trak", scored_rows=8, n_boot=50)
+    assert table["step"].tolist() == ["900", "0", "whole loss"]
+    actual = np.stack([f[:, 1] for f, _ in outputs[:8]], axis=1)
+    direct = np.nanmean(spearman_rows(predicted_outputs(masks[:8], scores["a"][:, 1]), actual))
+    assert table.loc[1, "lds_a"] == pytest.approx(direct)
+    assert table["a_minus_b"].to_numpy() == pytest.approx(table["lds_a"] - table["lds_b"])
+    same = compare_runs(tmp_path / "a", tmp_path / "a", "trak", scored_rows=8, n_boot=50)
+    assert (same["a_minus_b"] == 0).all() and (same["ci_low"] == 0).all()
+    save_npz(tmp_path / "b" / "lds" / "outputs" / "subset_0_s0.npz", f=outputs[1][0],
+             dtrak=outputs[0][1], target_id=np.arange(m), grid=grid)  # fmt: skip
+    with pytest.raises(ValueError, match="do not share their subset outputs"):
+        compare_runs(tmp_path / "a", tmp_path / "b", "trak", scored_rows=8, n_boot=50)

@@ -11,6 +11,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
     python -m stepattr.lds.regimes results/regimes/* --out results/benchmarks/regimes.csv
     python -m stepattr.lds.regimes targets results/regimes/base   # the screen's output files
     python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
+    python -m stepattr.lds.regimes compare results results_stratified trak 20   # paired a - b
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from stepattr.lds.ground_truth import (
     load_subset_outputs_by_seed,
     subset_row_seed,
 )
-from stepattr.lds.metric import bootstrap_ceiling, lds_per_target, mean_lds_over_steps
+from stepattr.lds.metric import (
+    bootstrap_ceiling,
+    bootstrap_lds_difference,
+    lds_per_target,
+    mean_lds_over_steps,
+    predicted_outputs,
+    spearman_rows,
+)
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
 from stepattr.trak.storage import load_method_features, load_whole_loss
@@ -182,6 +190,49 @@ def lambda_curves(
     return pd.DataFrame(out)
 
 
+def compare_runs(
+    outdir_a: str | Path,
+    outdir_b: str | Path,
+    method: str,
+    scored_rows: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One method's LDS in two runs that share their subsets, targets and subset outputs (a
+    run and its copy rerun with one attribution setting changed), and the paired difference
+    a - b with its two-way CI (:func:`stepattr.lds.metric.bootstrap_lds_difference`): per
+    grid step and on D-TRAK's whole-loss protocol, on the scored subsets (rows below
+    ``scored_rows``), each run's scores at the lambda it chose."""
+    runs = [Path(outdir_a), Path(outdir_b)]
+    paths = output_files(runs[0])
+    rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
+    other = output_files(runs[1])
+    _, f_b, dtrak_b = load_subset_outputs(other, [p.stem for p in other])
+    if not (np.array_equal(f, f_b) and np.array_equal(dtrak, dtrak_b)):
+        raise ValueError(f"{runs[0]} and {runs[1]} do not share their subset outputs")
+    keep = rows < scored_rows
+    masks = load_masks(runs[0] / "subsets" / "masks.npy", rows[keep])
+    scores, whole = [], []
+    for run in runs:
+        path = run / "scores" / method / "scores.npy"
+        scores.append(np.load(path, mmap_mode="r"))
+        whole.append(load_whole_loss(path.with_name("whole_loss.npy"), scores[-1]))
+    with np.load(paths[0]) as data:
+        grid = data["grid"].tolist()
+    parts = [(str(t), [s[:, g] for s in scores], f[:, g][:, keep]) for g, t in enumerate(grid)]
+    parts.append(("whole loss", whole, dtrak[:, keep]))
+    out = []
+    for step, (a, b), actual in parts:
+        pred_a, pred_b = predicted_outputs(masks, a), predicted_outputs(masks, b)
+        diff = bootstrap_lds_difference(pred_a, pred_b, actual, n_boot, seed)
+        out.append({
+            "step": step, "lds_a": np.nanmean(spearman_rows(pred_a, actual)),
+            "lds_b": np.nanmean(spearman_rows(pred_b, actual)), "a_minus_b": diff.difference,
+            "ci_low": diff.ci_low, "ci_high": diff.ci_high, "targets": diff.n_targets,
+        })  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def regime_table(outdirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame([regime_row(d, n_boot, seed) for d in outdirs])
 
@@ -231,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             index=["method", "lambda"], columns="subsets", values=["per_step", "dtrak"]
         )
         print(table.round(3).to_string())
+        return
+    if argv[:1] == ["compare"]:  # compare <outdir a> <outdir b> <method> <scored rows>
+        outdir_a, outdir_b, method, scored = argv[1:]
+        print(compare_runs(outdir_a, outdir_b, method, int(scored)).round(3).to_string(index=False))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdirs", nargs="+", help="screen runs (config/regimes/<regime>.yaml)")
