@@ -141,9 +141,10 @@ def test_regime_row_reads_a_screen_run_back(tmp_path):
 
 
 def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
-    """stepattr.lds.regimes compare: each run's LDS equals the direct Spearman mean, a run
-    against itself differs by exactly 0, and runs with different subset outputs are refused."""
-    from stepattr.lds.metric import predicted_outputs, spearman_rows
+    """stepattr.lds.regimes compare: each side's LDS equals the tables' LDS, a side against
+    itself differs by exactly 0, two methods of one run pair up, and runs with different
+    subset outputs are refused."""
+    from stepattr.lds.metric import lds_per_target, predicted_outputs, spearman_rows
     from stepattr.lds.regimes import compare_runs
     from stepattr.training.subsets import save_masks
 
@@ -161,15 +162,27 @@ def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
         (run / "scores" / "trak").mkdir(parents=True)
         np.save(run / "scores" / "trak" / "scores.npy", scores[name])
         np.save(run / "scores" / "trak" / "whole_loss.npy", scores[name].mean(axis=1))
-    table = compare_runs(tmp_path / "a", tmp_path / "b", "trak", scored_rows=8, n_boot=50)
+    table = compare_runs(
+        (tmp_path / "a", "trak"), (tmp_path / "b", "trak"), scored_rows=8, n_boot=50
+    )
     assert table["step"].tolist() == ["900", "0", "whole loss"]
-    actual = np.stack([f[:, 1] for f, _ in outputs[:8]], axis=1)
-    direct = np.nanmean(spearman_rows(predicted_outputs(masks[:8], scores["a"][:, 1]), actual))
+    losses = np.stack([f[:, 1] for f, _ in outputs[:8]], axis=1)
+    direct = np.nanmean(spearman_rows(predicted_outputs(masks[:8], scores["a"][:, 1]), -losses))
     assert table.loc[1, "lds_a"] == pytest.approx(direct)
+    assert table.loc[1, "lds_a"] == pytest.approx(
+        np.nanmean(lds_per_target(scores["a"][:, 1], masks[:8], losses))
+    )  # the tables' own LDS: Spearman against -loss
     assert table["a_minus_b"].to_numpy() == pytest.approx(table["lds_a"] - table["lds_b"])
-    same = compare_runs(tmp_path / "a", tmp_path / "a", "trak", scored_rows=8, n_boot=50)
+    same = compare_runs(
+        (tmp_path / "a", "trak"), (tmp_path / "a", "trak"), scored_rows=8, n_boot=50
+    )
     assert (same["a_minus_b"] == 0).all() and (same["ci_low"] == 0).all()
+    (tmp_path / "a" / "scores" / "pixel").mkdir()
+    np.save(tmp_path / "a" / "scores" / "pixel" / "scores.npy", scores["b"])
+    np.save(tmp_path / "a" / "scores" / "pixel" / "whole_loss.npy", scores["b"].mean(axis=1))
+    methods = compare_runs((tmp_path / "a", "trak"), (tmp_path / "a", "pixel"), 8, n_boot=50)
+    pd.testing.assert_frame_equal(methods, table)  # the same scores, by method or by run
     save_npz(tmp_path / "b" / "lds" / "outputs" / "subset_0_s0.npz", f=outputs[1][0],
              dtrak=outputs[0][1], target_id=np.arange(m), grid=grid)  # fmt: skip
     with pytest.raises(ValueError, match="do not share their subset outputs"):
-        compare_runs(tmp_path / "a", tmp_path / "b", "trak", scored_rows=8, n_boot=50)
+        compare_runs((tmp_path / "a", "trak"), (tmp_path / "b", "trak"), scored_rows=8, n_boot=50)

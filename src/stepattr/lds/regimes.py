@@ -11,7 +11,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
     python -m stepattr.lds.regimes results/regimes/* --out results/benchmarks/regimes.csv
     python -m stepattr.lds.regimes targets results/regimes/base   # the screen's output files
     python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
-    python -m stepattr.lds.regimes compare results results_stratified trak 20   # paired a - b
+    python -m stepattr.lds.regimes compare results:dtrak results:trak 20   # paired a - b
 """
 
 from __future__ import annotations
@@ -191,19 +191,19 @@ def lambda_curves(
 
 
 def compare_runs(
-    outdir_a: str | Path,
-    outdir_b: str | Path,
-    method: str,
+    side_a: tuple[str | Path, str],
+    side_b: tuple[str | Path, str],
     scored_rows: int,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One method's LDS in two runs that share their subsets, targets and subset outputs (a
-    run and its copy rerun with one attribution setting changed), and the paired difference
-    a - b with its two-way CI (:func:`stepattr.lds.metric.bootstrap_lds_difference`): per
-    grid step and on D-TRAK's whole-loss protocol, on the scored subsets (rows below
-    ``scored_rows``), each run's scores at the lambda it chose."""
-    runs = [Path(outdir_a), Path(outdir_b)]
+    """LDS of two (run, method) sides on the same subsets, targets and subset outputs (two
+    methods of one run, or one method in a run and in its copy rerun with one attribution
+    setting changed), and the paired difference a - b with its two-way CI
+    (:func:`stepattr.lds.metric.bootstrap_lds_difference`): per grid step and on D-TRAK's
+    whole-loss protocol, on the scored subsets (rows below ``scored_rows``), each side's
+    scores at the lambda (or damping) it chose."""
+    runs = [Path(side_a[0]), Path(side_b[0])]
     paths = output_files(runs[0])
     rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
     other = output_files(runs[1])
@@ -213,14 +213,15 @@ def compare_runs(
     keep = rows < scored_rows
     masks = load_masks(runs[0] / "subsets" / "masks.npy", rows[keep])
     scores, whole = [], []
-    for run in runs:
+    for run, method in zip(runs, (side_a[1], side_b[1]), strict=True):
         path = run / "scores" / method / "scores.npy"
         scores.append(np.load(path, mmap_mode="r"))
         whole.append(load_whole_loss(path.with_name("whole_loss.npy"), scores[-1]))
     with np.load(paths[0]) as data:
         grid = data["grid"].tolist()
-    parts = [(str(t), [s[:, g] for s in scores], f[:, g][:, keep]) for g, t in enumerate(grid)]
-    parts.append(("whole loss", whole, dtrak[:, keep]))
+    actual = -f[..., keep]  # the LDS correlates predictions with -loss
+    parts = [(str(t), [s[:, g] for s in scores], actual[:, g]) for g, t in enumerate(grid)]
+    parts.append(("whole loss", whole, -dtrak[:, keep]))
     out = []
     for step, (a, b), actual in parts:
         pred_a, pred_b = predicted_outputs(masks, a), predicted_outputs(masks, b)
@@ -283,9 +284,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(table.round(3).to_string())
         return
-    if argv[:1] == ["compare"]:  # compare <outdir a> <outdir b> <method> <scored rows>
-        outdir_a, outdir_b, method, scored = argv[1:]
-        print(compare_runs(outdir_a, outdir_b, method, int(scored)).round(3).to_string(index=False))
+    if argv[:1] == ["compare"]:  # compare <outdir>:<method> <outdir>:<method> <scored rows>
+        side_a, side_b = (tuple(side.rsplit(":", 1)) for side in argv[1:3])
+        table = compare_runs(side_a, side_b, int(argv[3]))
+        print(table.round(3).to_string(index=False))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdirs", nargs="+", help="screen runs (config/regimes/<regime>.yaml)")
