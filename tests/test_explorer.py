@@ -6,7 +6,7 @@ why). They check the page against ``scores.npy`` itself, never against the page'
 at every step the influencer tiles must be the training rows the score file ranks first, and
 their pixels the training split's images of those rows. A tiny run built here (seconds) serves
 the default tests; the ``integration`` test checks the page of the ci run (the session's
-``ci_run``, or a finished ci outdir named by STEPATTR_CI_OUTDIR, e.g. results/ci).
+``ci_run``, or the finished ci outdir that STEPATTR_CI_OUTDIR names, e.g. results/ci).
 """
 
 from __future__ import annotations
@@ -566,18 +566,12 @@ def test_keyboard_and_address_fragment_move_the_view(browser, tiny) -> None:
     assert console_errors(browser) == []
 
 
-def ci_outdir(request: pytest.FixtureRequest) -> Path:
-    """A finished ci run: STEPATTR_CI_OUTDIR where set (e.g. results/ci), else the session's."""
-    given = os.environ.get("STEPATTR_CI_OUTDIR")
-    return Path(given) if given else request.getfixturevalue("ci_run")
-
-
 @pytest.mark.integration
-def test_ci_run_page_in_chromium(browser, request, repo: Path, tmp_path: Path) -> None:
+def test_ci_run_page_in_chromium(browser, ci_run: Path, repo: Path, tmp_path: Path) -> None:
     """The page the ci DAG built (rule all), driven as the tiny one, at two targets."""
     from stepattr.workflow.configs import load_config
 
-    outdir = ci_outdir(request)
+    outdir = ci_run
     cfg = load_config([repo / "config" / "ci.yaml"])
     html = outdir / "explorer" / "index.html"
     assert html.stat().st_size > 0
