@@ -206,10 +206,11 @@ def compare_runs(
     runs = [Path(side_a[0]), Path(side_b[0])]
     paths = output_files(runs[0])
     rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
-    other = output_files(runs[1])
-    _, f_b, dtrak_b = load_subset_outputs(other, [p.stem for p in other])
-    if not (np.array_equal(f, f_b) and np.array_equal(dtrak, dtrak_b)):
-        raise ValueError(f"{runs[0]} and {runs[1]} do not share their subset outputs")
+    if runs[1].resolve() != runs[0].resolve():  # two runs: they must share the ground truth
+        other = output_files(runs[1])
+        _, f_b, dtrak_b = load_subset_outputs(other, [p.stem for p in other])
+        if not (np.array_equal(f, f_b) and np.array_equal(dtrak, dtrak_b)):
+            raise ValueError(f"{runs[0]} and {runs[1]} do not share their subset outputs")
     keep = rows < scored_rows
     masks = load_masks(runs[0] / "subsets" / "masks.npy", rows[keep])
     scores, whole = [], []
@@ -219,8 +220,8 @@ def compare_runs(
         whole.append(load_whole_loss(path.with_name("whole_loss.npy"), scores[-1]))
     with np.load(paths[0]) as data:
         grid = data["grid"].tolist()
-    actual = -f[..., keep]  # the LDS correlates predictions with -loss
-    parts = [(str(t), [s[:, g] for s in scores], actual[:, g]) for g, t in enumerate(grid)]
+    truth = -f[..., keep]  # the LDS correlates predictions with -loss
+    parts = [(str(t), [s[:, g] for s in scores], truth[:, g]) for g, t in enumerate(grid)]
     parts.append(("whole loss", whole, -dtrak[:, keep]))
     out = []
     for step, (a, b), actual in parts:
