@@ -44,7 +44,7 @@ from stepattr.lds.metric import (
     select_lambda,
     spearman_rows,
 )
-from stepattr.lds.tables import dtrak_lds_rows, lds_markdown, step_lds_rows
+from stepattr.lds.tables import dtrak_lds_rows, lds_markdown, step_lds_rows, tuning_curves
 from stepattr.targets.sets import load_target_sets
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import info_path, load_info, save_features
@@ -353,6 +353,28 @@ def test_tables_have_one_cell_per_method_and_step():
     dtrak = pd.DataFrame(dtrak_lds_rows("trak", whole, masks, losses.mean(axis=1), sets, 50, 0))
     assert "step" not in dtrak and len(dtrak) == 3
     assert "| method | all | generated | validation |" in lds_markdown(dtrak, "D", [], {})
+
+
+def test_tuning_curves_show_every_held_out_value_and_bold_the_choice():
+    def record(key, curve, whole_curve):
+        def choice(c):
+            best = max(c, key=c.get)
+            return {key: best, "heldout_lds": [{key: v, "lds": x} for v, x in c.items()]}
+
+        return {**choice(curve), "heldout_rows": [4, 5, 6], "whole_loss": choice(whole_curve)}
+
+    lines = tuning_curves({
+        "trak": ("lambda", record("lambda", {0.1: 0.02, 10.0: 0.05}, {0.1: 0.3, 10.0: -0.1})),
+        "dtrak": ("lambda", record("lambda", {0.1: 0.01, 1.0: 0.04}, {0.1: 0.2, 1.0: 0.1})),
+        "kfac": ("damping", record("damping", {1e-6: 0.1, 1e-3: 0.0}, {1e-6: 0.0, 1e-3: 0.2})),
+    })  # fmt: skip
+    text = "\n".join(lines)
+    assert "| method | protocol | 0.1 | 1 | 10 |" in text  # the union of the lambda grids
+    assert "| trak | per step | +0.020 |  | **+0.050** |" in text  # 1 not on trak's grid
+    assert "| trak | whole loss | **+0.300** |  | -0.100 |" in text
+    assert "| kfac | whole loss | +0.000 | **+0.200** |" in text
+    assert text.count("3 held-out subsets") == 2  # one table per tuned quantity
+    assert tuning_curves({}) == []
 
 
 def test_choose_lambda_recovers_each_protocols_lambda_that_generated_its_outputs():

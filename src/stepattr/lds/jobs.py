@@ -36,6 +36,7 @@ from stepattr.lds.tables import (
     paired_markdown,
     plot_lds,
     step_lds_rows,
+    tuning_curves,
 )
 from stepattr.targets.sets import TargetSets, load_target_sets, prompt_states
 from stepattr.training.subsets import load_masks
@@ -402,12 +403,13 @@ def run_lds_tables(smk: Any) -> None:
         labels[CEILING] = f"retraining ceiling (1 seed vs the other {n_seeds - 1})"
         steps = pd.concat([pd.DataFrame(ceiling_steps), steps], ignore_index=True)
         whole = pd.concat([pd.DataFrame(ceiling_whole), whole], ignore_index=True)
-    lambdas = {}
+    lambdas, records = {}, {}
     for method, directory in score_dirs.items():
         meta = load_json(f"{directory}/meta.json")
         for key, unit in (("lambda", ""), ("damping", " x mean eigenvalue")):
             if meta.get(key) is not None:
                 lambdas[method] = tuning_label(key, unit, meta[f"{key}_record"])
+                records[method] = (key, meta[f"{key}_record"])
     header = lds_header(
         smk.params.provenance,
         smk.params.seeds,
@@ -430,7 +432,11 @@ def run_lds_tables(smk: Any) -> None:
     print(whole.to_string())
     save_csv(smk.output.csv, steps)
     save_csv(smk.output.dtrak_csv, whole)
-    save_text(smk.output.md, lds_markdown(steps, "LDS per denoising step", header, labels))
+    save_text(
+        smk.output.md,
+        lds_markdown(steps, "LDS per denoising step", header, labels)
+        + "\n".join(tuning_curves(records)),
+    )
     dtrak_header = header + [
         "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "
         "timesteps; prediction = each method's whole-loss scores (its features, or images, of "

@@ -130,6 +130,40 @@ def ceiling_fractions(frame: pd.DataFrame, labels: Mapping[str, str]) -> list[st
     return lines + [""]
 
 
+def tuning_curves(records: Mapping[str, tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Markdown lines: each tuned method's held-out LDS at every grid value, per step and on
+    the whole loss, the chosen value in bold: whether a choice is clear or noise.
+
+    ``records[method] = (key, record)``, key "lambda" or "damping" and record the method's
+    ``<key>_record`` (:func:`stepattr.lds.metric.select_lambda`'s, with its ``whole_loss``).
+    """
+    if not records:
+        return []
+    lines = ["## Held-out tuning curves", ""]
+    for key in dict.fromkeys(k for k, _ in records.values()):
+        tuned = {m: r for m, (k, r) in records.items() if k == key}
+        grid = sorted({c[key] for r in tuned.values() for c in r["heldout_lds"]})
+        rows = next(iter(tuned.values())).get("heldout_rows", [])
+        lines += [
+            f"Held-out LDS against {key} (mean over steps; whole loss: D-TRAK's protocol), on "
+            f"the {len(rows)} held-out subsets that alone choose it; the choice in bold:",
+            "",
+            "| method | protocol | " + " | ".join(f"{v:g}" for v in grid) + " |",
+            "|---|---|" + "---:|" * len(grid),
+        ]
+        for method, record in tuned.items():
+            for protocol, choice in (("per step", record), ("whole loss", record["whole_loss"])):
+                by_value = {c[key]: c["lds"] for c in choice["heldout_lds"]}
+                cells = [
+                    "" if v not in by_value
+                    else (f"**{by_value[v]:+.3f}**" if v == choice[key] else f"{by_value[v]:+.3f}")
+                    for v in grid
+                ]  # fmt: skip
+                lines.append(f"| {method} | {protocol} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def step_lds_rows(
     method: str,
     scores: np.ndarray,
