@@ -186,3 +186,42 @@ def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
              dtrak=outputs[0][1], target_id=np.arange(m), grid=grid)  # fmt: skip
     with pytest.raises(ValueError, match="do not share their subset outputs"):
         compare_runs((tmp_path / "a", "trak"), (tmp_path / "b", "trak"), scored_rows=8, n_boot=50)
+
+
+def test_lambda_curves_read_each_projection_dimension_from_the_first_columns(tmp_path):
+    """stepattr.lds.regimes lambdas --dims: the k'-column rows are TRAK on the features' first
+    k' columns, scored as the tables score (held-out rows apart from scored ones)."""
+    from stepattr.lds.metric import lds_per_target, mean_lds_over_steps
+    from stepattr.lds.regimes import lambda_curves
+    from stepattr.training.subsets import save_masks
+    from stepattr.trak.storage import save_features
+
+    rng = np.random.default_rng(8)
+    m, n, k, rows, grid = 4, 40, 6, 10, [900, 0]
+    run = tmp_path / "run"
+    masks = rng.random((rows, n)) < 0.5
+    save_masks(run / "subsets" / "masks.npy", masks)
+    info = {"featurizer": "test", "model_sha256": "0"}
+    phi = rng.standard_normal((n, k))
+    features = run / "features" / "trak" / "full_0"
+    save_features(features / "train.npy", phi, "float32", info)
+    target = {name: rng.standard_normal((2, 2, k)) for name in ("generated", "validation")}
+    for name, part in target.items():
+        save_features(features / f"{name}.npy", part, "float32", info)
+        save_features(features / f"{name}_whole_loss.npy", part[:, :1], "float32", info)
+    outputs = [(rng.standard_normal((m, 2)), rng.standard_normal(m)) for _ in range(rows)]
+    for j, (f, d) in enumerate(outputs):
+        save_npz(run / "lds" / "outputs" / f"subset_{j}_s0.npz", f=f, dtrak=d,
+                 target_id=np.arange(m), grid=grid)  # fmt: skip
+    curves = lambda_curves(run, "trak", [0.1, 10.0], scored_rows=7, proj_dims=[3])
+    assert set(curves["method"]) == {"trak", "trak k=3"} and len(curves) == 2 * 2 * 2
+    row = curves[(curves["method"] == "trak k=3") & (curves["lambda"] == 10.0)]
+    row = row[row["subsets"] == "heldout (3)"].iloc[0]
+    both = np.concatenate([target["generated"], target["validation"]])[..., :3]
+    kernel = np.linalg.inv(phi[:, :3].T @ phi[:, :3] + 10.0 * np.eye(3))
+    scores = both @ kernel @ phi[:, :3].T  # brute force, float64: (m, G, n)
+    f = np.stack([o[0] for o in outputs[7:]], axis=-1)
+    assert row["per_step"] == pytest.approx(mean_lds_over_steps(scores, masks[7:], f), abs=1e-6)
+    whole = scores[:, 0]  # the whole-loss features are the first step's here
+    dtrak = np.stack([o[1] for o in outputs[7:]], axis=-1)
+    assert row["dtrak"] == pytest.approx(np.nanmean(lds_per_target(whole, masks[7:], dtrak)))

@@ -11,6 +11,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
     python -m stepattr.lds.regimes results/regimes/* --out results/benchmarks/regimes.csv
     python -m stepattr.lds.regimes targets results/regimes/base   # the screen's output files
     python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
+    python -m stepattr.lds.regimes lambdas results trak 20 0.01 1 100 --dims 256 512 1024
     python -m stepattr.lds.regimes compare results:dtrak results:trak 20   # paired a - b
 """
 
@@ -144,13 +145,16 @@ def lambda_curves(
     scored_rows: int,
     target_sets: Sequence[str] = ("generated", "validation"),
     baselines: Sequence[str] = ("pixel", "embedding"),
+    proj_dims: Sequence[int] = (),
 ) -> pd.DataFrame:
     """A TRAK method's LDS against lambda on both protocols (per step: mean over steps; D-TRAK:
     whole-loss scores against the whole loss), on the held-out subsets (rows from
     ``scored_rows`` on: they alone may choose lambda) and, as a diagnostic only, on the scored
     ones; the run's ``baselines`` beside it (lambda NaN). Reads the subset outputs there are,
     so it also reads a run still in progress. Shows whether a choice is stable and whether the
-    protocols want the same lambda."""
+    protocols want the same lambda. With ``proj_dims``, also at each smaller projection
+    dimension k' (the features' first k' columns: a k'-column projection of the same kind),
+    to read what the projection dimension costs without featurizing again."""
     outdir = Path(outdir)
     features = outdir / "features" / method
     models = sorted(p.name for p in features.glob("full_*"))
@@ -167,11 +171,14 @@ def lambda_curves(
     masks = load_masks(outdir / "subsets" / "masks.npy", rows)
     heldout = rows >= scored_rows
     lams = [float(lam) for lam in lambdas]
-    all_scores = list(
-        zip(trak_scores_multi(train, target, lams),
-            trak_scores_multi(train, whole_target, lams)[:, :, 0], strict=True)
-    )  # fmt: skip
-    named = [(method, lam) for lam in lams]
+    full = train[0].shape[-1]
+    all_scores, named = [], []
+    for k in [*proj_dims, full] if proj_dims else [full]:
+        cut = [[a[..., :k] for a in arrays] for arrays in (train, target, whole_target)]
+        per_step = trak_scores_multi(cut[0], cut[1], lams)
+        all_scores += zip(per_step, trak_scores_multi(cut[0], cut[2], lams)[:, :, 0], strict=True)
+        label = method if k == full else f"{method} k={k}"
+        named += [(label, lam) for lam in lams]
     for name in baselines:
         path = outdir / "scores" / name / "scores.npy"
         if path.exists():
@@ -277,9 +284,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["targets"]:
         print(" ".join(screen_targets(argv[1].rstrip("/"))))
         return
-    if argv[:1] == ["lambdas"]:  # lambdas <outdir> <method> <scored rows> <lambda> ...
-        outdir, method, scored, *lams = argv[1:]
-        curves = lambda_curves(outdir, method, [float(v) for v in lams], int(scored))
+    if argv[:1] == ["lambdas"]:  # <outdir> <method> <scored rows> <lambda> ... [--dims k ...]
+        args, dims = argv[1:], []
+        if "--dims" in args:
+            at = args.index("--dims")
+            args, dims = args[:at], [int(v) for v in args[at + 1 :]]
+        outdir, method, scored, *lams = args
+        curves = lambda_curves(
+            outdir, method, [float(v) for v in lams], int(scored), proj_dims=dims
+        )
         table = curves.pivot(
             index=["method", "lambda"], columns="subsets", values=["per_step", "dtrak"]
         )
