@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from stepattr.core.io import save_npz
 from stepattr.lds.ground_truth import load_subset_outputs, load_subset_outputs_by_seed
 from stepattr.lds.metric import bootstrap_ceiling, seed_agreement
-from stepattr.lds.tables import CEILING, ceiling_rows, lds_markdown, step_lds_rows
+from stepattr.lds.tables import CEILING, ceiling_rows, lds_markdown, noise_bound, step_lds_rows
 
 
 def seeded_outputs(rng, m, n_subsets, s, noise):
@@ -70,9 +70,26 @@ def test_ceiling_rows_and_markdown_share():
     masks = rng.random((n_subsets, 30)) < 0.5
     scores = rng.standard_normal((m, g, 30))
     rows = steps + step_lds_rows("trak", scores, masks, f.mean(-1), [900, 0], sets, 20, 0)
-    text = lds_markdown(pd.DataFrame(rows), "LDS", [], {CEILING: "retraining ceiling"})
-    assert "| retraining ceiling |" in text and "## Share of the retraining ceiling" in text
-    assert "| trak |" in text.split("## Share of the retraining ceiling")[1]
+    text = lds_markdown(pd.DataFrame(rows), "LDS", [], {CEILING: "retraining ceiling"}, seeds=2)
+    assert "| retraining ceiling |" in text and "## Against the noise bound" in text
+    assert "| trak |" in text.split("## Against the noise bound")[1]
+    agreeing = [{**r, "lds": -0.1} if r["method"] == CEILING else r for r in rows]
+    text = lds_markdown(pd.DataFrame(agreeing), "LDS", [], {}, seeds=2)
+    assert "The seeds do not agree on average" in text and "| trak |" not in text.split("bound")[1]
+
+
+def test_noise_bound_is_what_a_perfect_predictor_reaches_against_the_seed_mean():
+    """Outputs y_s = mu + noise_s: r (one seed against another) is the reliability; the true
+    expected output mu correlates with the mean of s seeds at noise_bound(r, s), above r."""
+    rng = np.random.default_rng(9)
+    n, s, noise = 200_000, 2, 1.5
+    mu = rng.standard_normal(n)
+    y = mu[:, None] + noise * rng.standard_normal((n, s))
+    r = np.corrcoef(y[:, 0], y[:, 1])[0, 1]
+    assert r == pytest.approx(1 / (1 + noise**2), abs=0.01)
+    reached = np.corrcoef(mu, y.mean(axis=1))[0, 1]
+    assert noise_bound(r, s) == pytest.approx(reached, abs=0.01) and reached > r + 0.1
+    assert noise_bound(r, 1) == pytest.approx(np.sqrt(r))
 
 
 def test_outputs_by_seed_keep_each_seed_and_their_mean_is_the_ground_truth(tmp_path):

@@ -132,7 +132,7 @@ def test_results_summary_from_a_run_table(tmp_path: Path, regenerate) -> None:
     lines = text.splitlines()
     assert lines[2] == "| `trak` (TRAK (lambda 100)) | +0.200 | 2 of 3 | +0.120 [-0.010, +0.250] |"
     assert lines[3] == "| `random` | -0.083 | 1 of 3 (0 above, 1 below) | — |"
-    assert lines[4].startswith("| retraining ceiling (upper bound) | +0.600 | 3 of 3 |")
+    assert lines[4].startswith("| retraining ceiling (seed agreement) | +0.600 | 3 of 3 |")
     assert "From `results/tables/lds.csv`, target set `all`." in text
     # the CLI writes it between the README's markers, from a run's tables/
     (tmp_path / "tables").mkdir()

@@ -398,8 +398,8 @@ def run_lds_tables(smk: Any) -> None:
     ceiling_steps, ceiling_whole = ceiling_rows(
         f_by_seed, dtrak_by_seed, targets.grid, targets.target_set, *boot
     )
+    n_seeds = f_by_seed.shape[-1]
     if ceiling_steps:
-        n_seeds = f_by_seed.shape[-1]
         labels[CEILING] = f"retraining ceiling (1 seed vs the other {n_seeds - 1})"
         steps = pd.concat([pd.DataFrame(ceiling_steps), steps], ignore_index=True)
         whole = pd.concat([pd.DataFrame(ceiling_whole), whole], ignore_index=True)
@@ -434,7 +434,7 @@ def run_lds_tables(smk: Any) -> None:
     save_csv(smk.output.dtrak_csv, whole)
     save_text(
         smk.output.md,
-        lds_markdown(steps, "LDS per denoising step", header, labels)
+        lds_markdown(steps, "LDS per denoising step", header, labels, n_seeds)
         + "\n".join(tuning_curves(records)),
     )
     dtrak_header = header + [
@@ -446,7 +446,8 @@ def run_lds_tables(smk: Any) -> None:
     save_csv(smk.output.paired_csv, paired)
     save_text(smk.output.paired_md, paired_markdown(paired, header, labels))
     save_text(
-        smk.output.dtrak_md, lds_markdown(whole, "LDS, D-TRAK protocol", dtrak_header, labels)
+        smk.output.dtrak_md,
+        lds_markdown(whole, "LDS, D-TRAK protocol", dtrak_header, labels, n_seeds),
     )
 
 

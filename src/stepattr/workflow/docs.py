@@ -181,7 +181,7 @@ def results_summary(lds: Any, dtrak: Any | None = None, source: str = "") -> str
     """The README's results table from a run's ``tables/lds.csv`` (and ``lds_dtrak.csv``):
     per method (target set ``all``), the mean LDS over the grid steps, how many steps' CI
     excludes 0 (and on which side), and the D-TRAK protocol's LDS with its CI; methods in
-    descending mean LDS, the retraining ceiling (an upper bound, not a method) last."""
+    descending mean LDS, the retraining ceiling (seed agreement, a reference, not a method) last."""
     rows = lds[lds["target_set"] == "all"] if "target_set" in lds else lds
     if dtrak is not None and "target_set" in dtrak:
         dtrak = dtrak[dtrak["target_set"] == "all"]
@@ -207,7 +207,7 @@ def results_summary(lds: Any, dtrak: Any | None = None, source: str = "") -> str
     for method, label, mean, above, below, protocol in summary:
         name = f"`{method}`" + (f" ({_cell(label)})" if label and label != method else "")
         if method == "ceiling":
-            name = "retraining ceiling (upper bound)"
+            name = "retraining ceiling (seed agreement)"
         sides = f"{above + below} of {steps}"
         if below:
             sides += f" ({above} above, {below} below)"
