@@ -173,7 +173,7 @@ def lambda_curves(
     lams = [float(lam) for lam in lambdas]
     full = train[0].shape[-1]
     all_scores, named = [], []
-    for k in [*proj_dims, full] if proj_dims else [full]:
+    for k in [*proj_dims, full]:
         cut = [[a[..., :k] for a in arrays] for arrays in (train, target, whole_target)]
         per_step = trak_scores_multi(cut[0], cut[1], lams)
         all_scores += zip(per_step, trak_scores_multi(cut[0], cut[2], lams)[:, :, 0], strict=True)
