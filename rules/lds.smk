@@ -25,7 +25,7 @@ rule eval_subset_outputs:
         resamples=ground_truth_resamples(),
         seed=config["attribution"]["seed"],
         dtrak_draws=config["lds"]["dtrak_draws"],
-        dtrak_seed=config["lds"]["seed"],
+        lds_seed=config["lds"]["seed"],
         batch_size=config["lds"]["batch_size"],
         device=config["device"],
     conda:
@@ -126,6 +126,7 @@ rule lds:
     output:
         csv=report(f"{TABLES}/lds.csv", caption="../report/lds_table.rst", category="LDS"),
         md=f"{TABLES}/lds.md",
+        fresh_csv=report(f"{TABLES}/lds_fresh_noise.csv", caption="../report/lds_fresh_noise_table.rst", category="LDS"),
         dtrak_csv=report(f"{TABLES}/lds_dtrak.csv", caption="../report/lds_dtrak_table.rst", category="LDS"),
         dtrak_md=f"{TABLES}/lds_dtrak.md",
         paired_csv=report(f"{TABLES}/lds_paired.csv", caption="../report/lds_paired_table.rst", category="LDS"),

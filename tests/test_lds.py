@@ -11,7 +11,7 @@ import torch
 from scipy.stats import spearmanr
 from tiny_models import TINY_UNET
 
-from stepattr.core.diffusion import Schedule, build_unet, eps_model
+from stepattr.core.diffusion import Schedule, build_unet, eps_model, save_model, unet_kwargs
 from stepattr.core.io import save_csv, save_json, save_npy, save_npz
 from stepattr.core.output_functions import (
     diffusion_losses,
@@ -20,6 +20,7 @@ from stepattr.core.output_functions import (
     target_draws,
     train_draws,
 )
+from stepattr.core.seeds import derive_seed
 from stepattr.lds import jobs as lds_jobs
 from stepattr.lds.baselines import (
     cosine_scores,
@@ -28,7 +29,12 @@ from stepattr.lds.baselines import (
     pixel_scores,
     random_scores,
 )
-from stepattr.lds.ground_truth import load_subset_outputs
+from stepattr.lds.ground_truth import (
+    FRESH_NOISE,
+    GROUND_TRUTHS,
+    load_subset_outputs,
+    subset_model_outputs,
+)
 from stepattr.lds.jobs import (
     baseline_scores,
     choose_lambda,
@@ -44,7 +50,13 @@ from stepattr.lds.metric import (
     select_lambda,
     spearman_rows,
 )
-from stepattr.lds.tables import dtrak_lds_rows, lds_markdown, step_lds_rows, tuning_curves
+from stepattr.lds.tables import (
+    dtrak_lds_rows,
+    ground_truth_comparison,
+    lds_markdown,
+    step_lds_rows,
+    tuning_curves,
+)
 from stepattr.targets.sets import load_target_sets
 from stepattr.trak.scores import trak_scores
 from stepattr.trak.storage import info_path, load_info, save_features
@@ -302,6 +314,39 @@ def test_load_subset_outputs_averages_seeds_of_a_subset(tmp_path):
         load_subset_outputs(paths[:1], ["full_0"])
     with pytest.raises(ValueError, match="every subset needs the same seeds"):
         load_subset_outputs(paths[:3], list(arrays)[:3])
+    with pytest.raises(ValueError, match=r"has no f_fresh .*--forcerun eval_subset_outputs"):
+        load_subset_outputs(paths, list(arrays), ground_truth="f_fresh")
+    with pytest.raises(ValueError, match="not one of"):
+        load_subset_outputs(paths, list(arrays), ground_truth="g")
+
+
+def test_subset_outputs_score_the_featurizer_noises_and_fresh_ones(tmp_path):
+    """``f`` is f_t under the featurizer's own R noises (attribution.seed); ``f_fresh`` the
+    same function under the FRESH_NOISE stream of lds.seed, apart from them even where the
+    two seeds are equal; both are what step_losses gives with those seeds."""
+    torch.manual_seed(0)
+    unet = build_unet(TINY_UNET, 8, 1)
+    save_model(tmp_path / "m", unet, unet_kwargs(TINY_UNET, 8, 1), Schedule())
+    rng = np.random.default_rng(5)
+    m, grid = 3, np.array([900, 400, 0])
+    x0hat = rng.uniform(-1, 1, size=(m, 3, 1, 8, 8)).astype(np.float32)
+    save_npz(
+        tmp_path / "generated.npz",
+        x_t=x0hat, x0hat=x0hat, x0=x0hat[:, -1], grid=grid, target_id=np.arange(m) + 7,
+        label=np.full(m, -1), source_index=np.full(m, -1),
+    )  # fmt: skip
+    targets = load_target_sets([tmp_path / "generated.npz"], ["generated"])
+    cpu = torch.device("cpu")
+    out = subset_model_outputs(tmp_path / "m", targets, 4, 0, 5, 0, 64, cpu)
+    assert set(GROUND_TRUTHS) <= set(out) and out["f_fresh"].shape == out["f"].shape == (m, 3)
+    eps, ac = eps_model(unet.eval()), Schedule().alphas_cumprod
+    args = (torch.from_numpy(x0hat), targets.target_id, grid, 4)
+    np.testing.assert_allclose(out["f"], step_losses(eps, *args, 0, ac), rtol=1e-5)
+    fresh = step_losses(eps, *args, derive_seed(FRESH_NOISE, 0), ac)
+    np.testing.assert_allclose(out["f_fresh"], fresh, rtol=1e-5)
+    assert np.abs(out["f_fresh"] - out["f"]).max() > 1e-3  # other noises, other values
+    again = subset_model_outputs(tmp_path / "m", targets, 4, 0, 5, 0, 64, cpu)
+    assert np.array_equal(again["f_fresh"], out["f_fresh"])  # the same draws for every model
 
 
 def test_load_target_sets_concatenates_in_order_and_rejects_duplicate_ids(tmp_path):
@@ -437,9 +482,18 @@ def test_baselines_to_tables_through_files(tmp_path):
     # the whole loss is the final image's (x0 = x0hat at the last step): pixel similarity of
     # x_0 predicts it exactly, the step-averaged scores would not
     dtrak = f[:, 1]
-    steps, whole, _, labels = lds_frames(dirs, targets, masks, f, dtrak, 100, 0, 0.95)
+    f_fresh = f + rng.standard_normal(f.shape) * f.std()  # the same f_t under other noises
+    steps, whole, _, fresh, labels = lds_frames(
+        dirs, targets, masks, f, dtrak, 100, 0, 0.95, f_fresh=f_fresh
+    )
     assert set(labels) == {"random", "pixel"}
     assert (steps[steps["method"] == "pixel"]["lds"] == 1.0).all()
+    assert fresh[["method", "target_set", "step"]].equals(steps[["method", "target_set", "step"]])
+    pixel_fresh = fresh[fresh["method"] == "pixel"]["lds"]
+    assert (pixel_fresh < 1.0).all() and (pixel_fresh > 0.0).all()
+    table = "\n".join(ground_truth_comparison(steps, fresh, labels))
+    assert "| pixel | +1.000 | 2 of 2 |" in table and "## Against fresh noise" in table
+    assert ground_truth_comparison(steps, fresh.iloc[:0], labels) == []
     assert len(whole) == 2 and whole.loc[whole["method"] == "pixel", "lds"].item() == 1.0
     averaged = -(pixel.mean(axis=1).astype(np.float64) @ masks.T)
     assert not np.allclose(averaged, dtrak)

@@ -83,6 +83,11 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
         assert scores.shape == (n_targets, len(grid), n_train) and np.isfinite(scores).all()
     lds = pd.read_csv(ci_run / "tables/lds.csv")
     assert {"trak", "dtrak", "ekfac", "kfac", "pixel", "random"} <= set(lds["method"])
+    fresh = pd.read_csv(ci_run / "tables/lds_fresh_noise.csv")
+    key = ["method", "target_set", "step"]
+    assert fresh[key].equals(lds[key])  # the same rows, scored against the fresh-noise f_t
+    assert not np.allclose(fresh["lds"], lds["lds"], equal_nan=True)
+    assert "## Against fresh noise" in (ci_run / "tables/lds.md").read_text()
     paired = pd.read_csv(ci_run / "tables/lds_paired.csv")
     assert set(paired["reference"]) == {"trak"} and "ekfac" in set(paired["method"])
     assert len(paired) == (len(set(lds["method"])) - 1) * len(set(lds["target_set"])) * len(grid)

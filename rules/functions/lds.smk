@@ -9,6 +9,7 @@ def lds_outputs():
     return [
         f"{TABLES}/lds.csv",
         f"{TABLES}/lds.md",
+        f"{TABLES}/lds_fresh_noise.csv",
         f"{TABLES}/lds_dtrak.csv",
         f"{TABLES}/lds_dtrak.md",
         f"{TABLES}/lds_paired.csv",

@@ -30,6 +30,7 @@ from stepattr.lds.tables import (
     CEILING_NOTE,
     ceiling_rows,
     dtrak_lds_rows,
+    ground_truth_comparison,
     lds_header,
     lds_markdown,
     paired_lds_rows,
@@ -276,22 +277,29 @@ def lds_frames(
     seed: int,
     level: float,
     reference: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """Per-step, D-TRAK-protocol and paired LDS rows of every method, and each row label.
+    f_fresh: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Per-step, D-TRAK-protocol, paired and fresh-noise LDS rows of every method, and each
+    row label.
 
     ``masks`` are the scored subsets' rows, ``f`` (m, G, M) and ``dtrak`` (m, M) their outputs;
     each method's D-TRAK-protocol rows read its ``whole_loss.npy``.
     The paired rows are each other method's per-step LDS minus that of ``reference`` (none
-    where it is None or not among the methods).
+    where it is None or not among the methods). The fresh-noise rows are the per-step LDS
+    against ``f_fresh`` (m, G, M) (none where it is None).
     """
-    steps, whole, paired, labels = [], [], [], {}
+    steps, whole, paired, fresh, labels = [], [], [], [], {}
     scores_of = {}
     for method, directory in score_dirs.items():
         scores, meta = load_method_scores(directory, targets)
         scores_of[method] = scores
         labels[method] = method_label(method, meta)
-        args = (masks, f, targets.grid, targets.target_set, n_boot, seed, level)
-        steps += step_lds_rows(method, scores, *args)
+        for truth, rows in ((f, steps), (f_fresh, fresh)):
+            if truth is not None:
+                rows += step_lds_rows(
+                    method, scores, masks, truth, targets.grid, targets.target_set,
+                    n_boot, seed, level,
+                )  # fmt: skip
         whole_loss = load_whole_loss(Path(directory) / "whole_loss.npy", scores)
         whole += dtrak_lds_rows(
             method, whole_loss, masks, dtrak, targets.target_set, n_boot, seed, level
@@ -303,7 +311,8 @@ def lds_frames(
                     method, reference, scores, scores_of[reference], masks, f, targets.grid,
                     targets.target_set, n_boot, seed, level,
                 )  # fmt: skip
-    return pd.DataFrame(steps), pd.DataFrame(whole), pd.DataFrame(paired), labels
+    frames = (pd.DataFrame(rows) for rows in (steps, whole, paired, fresh))
+    return *frames, labels
 
 
 def run_baseline_scores(smk: Any) -> None:
@@ -349,14 +358,14 @@ def run_eval_subset_outputs(smk: Any) -> None:
         resamples=smk.params.resamples,
         seed=smk.params.seed,
         dtrak_draws=smk.params.dtrak_draws,
-        dtrak_seed=smk.params.dtrak_seed,
+        lds_seed=smk.params.lds_seed,
         batch_size=smk.params.batch_size,
         device=resolve_device(smk.params.device),
         states=prompt_states(targets, smk.input.get("text_states")),
     )
     print(
-        f"{smk.wildcards.model_id}: f {outputs['f'].shape}, mean {outputs['f'].mean():.5f}; "
-        f"dtrak mean {outputs['dtrak'].mean():.5f}"
+        f"{smk.wildcards.model_id}: f {outputs['f'].shape}, mean {outputs['f'].mean():.5f} "
+        f"(fresh noise {outputs['f_fresh'].mean():.5f}); dtrak mean {outputs['dtrak'].mean():.5f}"
     )
     save_npz(smk.output[0], **outputs)
 
@@ -380,10 +389,11 @@ def run_lds_tables(smk: Any) -> None:
     rows, f_by_seed, dtrak_by_seed = load_subset_outputs_by_seed(
         smk.input.outputs, smk.params.scored_models, targets.target_id
     )
-    f, dtrak = (
-        f_by_seed.mean(axis=-1),
-        dtrak_by_seed.mean(axis=-1),
-    )  # a subset's truth: its seeds' mean
+    _, fresh_by_seed, _ = load_subset_outputs_by_seed(
+        smk.input.outputs, smk.params.scored_models, targets.target_id, "f_fresh"
+    )
+    # a subset's truth: its seeds' mean
+    f, f_fresh, dtrak = (x.mean(axis=-1) for x in (f_by_seed, fresh_by_seed, dtrak_by_seed))
     masks = load_masks(smk.input.masks, rows)
     cfg = LdsSettings.from_config(smk.params.lds)
     score_dirs = {
@@ -392,8 +402,8 @@ def run_lds_tables(smk: Any) -> None:
         if Path(p).name == "scores.npy"
     }
     boot = (cfg.bootstrap, cfg.seed, cfg.ci_level)
-    steps, whole, paired, labels = lds_frames(
-        score_dirs, targets, masks, f, dtrak, *boot, reference=smk.params.reference
+    steps, whole, paired, fresh, labels = lds_frames(
+        score_dirs, targets, masks, f, dtrak, *boot, smk.params.reference, f_fresh
     )
     ceiling_steps, ceiling_whole = ceiling_rows(
         f_by_seed, dtrak_by_seed, targets.grid, targets.target_set, *boot
@@ -401,7 +411,11 @@ def run_lds_tables(smk: Any) -> None:
     n_seeds = f_by_seed.shape[-1]
     if ceiling_steps:
         labels[CEILING] = f"retraining ceiling (1 seed vs the other {n_seeds - 1})"
+        ceiling_fresh, _ = ceiling_rows(
+            fresh_by_seed, dtrak_by_seed, targets.grid, targets.target_set, *boot
+        )
         steps = pd.concat([pd.DataFrame(ceiling_steps), steps], ignore_index=True)
+        fresh = pd.concat([pd.DataFrame(ceiling_fresh), fresh], ignore_index=True)
         whole = pd.concat([pd.DataFrame(ceiling_whole), whole], ignore_index=True)
     lambdas, records = {}, {}
     for method, directory in score_dirs.items():
@@ -426,16 +440,17 @@ def run_lds_tables(smk: Any) -> None:
     )
     if ceiling_steps:
         header.append(CEILING_NOTE)
-    for frame in (steps, whole, paired):
+    for frame in (steps, whole, paired, fresh):
         frame.insert(1, "label", frame["method"].map(labels))
     print(steps.to_string())
     print(whole.to_string())
     save_csv(smk.output.csv, steps)
+    save_csv(smk.output.fresh_csv, fresh)
     save_csv(smk.output.dtrak_csv, whole)
     save_text(
         smk.output.md,
         lds_markdown(steps, "LDS per denoising step", header, labels, n_seeds)
-        + "\n".join(tuning_curves(records)),
+        + "\n".join(ground_truth_comparison(steps, fresh, labels) + tuning_curves(records)),
     )
     dtrak_header = header + [
         "- D-TRAK protocol: ground truth = diffusion loss of the final image averaged over "

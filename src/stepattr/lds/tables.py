@@ -150,6 +150,36 @@ def ceiling_fractions(frame: pd.DataFrame, labels: Mapping[str, str], seeds: int
     return lines + [""]
 
 
+def ground_truth_comparison(
+    steps: pd.DataFrame, fresh: pd.DataFrame, labels: Mapping[str, str]
+) -> list[str]:
+    """Markdown lines: each method's per-step LDS (all targets) against the featurizer's own
+    noises and against fresh ones, side by side: whether a method's LDS comes from fitting
+    the very noise draws its features were computed with. Empty where ``fresh`` is."""
+    if fresh.empty:
+        return []
+    lines = [
+        "## Against fresh noise",
+        "",
+        "The tables above score f_t under the R noises the features were computed with (the "
+        "linearised function itself); here f_t is also computed under R fresh noises per "
+        "target and step (journey-TRAK's ground truth, `lds_fresh_noise.csv`). All targets:",
+        "",
+        "| method | mean LDS, featurizer's noise | steps CI > 0 | mean LDS, fresh noise "
+        "| steps CI > 0 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    by_truth = [f[f["target_set"] == "all"] for f in (steps, fresh)]
+    for method in dict.fromkeys(by_truth[0]["method"]):
+        cells = []
+        for part in by_truth:
+            rows = part[part["method"] == method]
+            above = int((rows["ci_low"] > 0).sum())
+            cells += [f"{rows['lds'].mean():+.3f}", f"{above} of {len(rows)}"]
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def tuning_curves(records: Mapping[str, tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Markdown lines: each tuned method's held-out LDS at every grid value, per step and on
     the whole loss, the chosen value in bold: whether a choice is clear or noise.
