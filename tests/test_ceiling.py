@@ -242,3 +242,36 @@ def test_lambda_curves_read_each_projection_dimension_from_the_first_columns(tmp
     whole = scores[:, 0]  # the whole-loss features are the first step's here
     dtrak = np.stack([o[1] for o in outputs[7:]], axis=-1)
     assert row["dtrak"] == pytest.approx(np.nanmean(lds_per_target(whole, masks[7:], dtrak)))
+
+
+def test_step_table_centres_away_a_shift_shared_by_all_targets(tmp_path):
+    """stepattr.lds.regimes steps: against outputs that are the method's prediction plus a
+    per-subset shift shared by every target (training noise common to all targets), the plain
+    LDS is low and the centred one is exactly 1; --fresh reads f_fresh; plain LDS equals the
+    tables' own."""
+    from stepattr.lds.metric import lds_per_target, predicted_outputs
+    from stepattr.lds.regimes import step_table
+    from stepattr.training.subsets import save_masks
+
+    rng = np.random.default_rng(9)
+    m, n, rows, grid = 8, 16, 12, [900, 0]
+    masks = rng.random((rows, n)) < 0.5
+    scores = rng.standard_normal((m, 2, n))
+    shift = 50.0 * rng.standard_normal(rows)  # one draw per subset model, all targets alike
+    f = -predicted_outputs(masks, scores) + shift  # (m, 2, rows)
+    run = tmp_path / "run"
+    save_masks(run / "subsets" / "masks.npy", masks)
+    for j in range(rows):
+        save_npz(run / "lds" / "outputs" / f"subset_{j}_s0.npz", f=f[..., j],
+                 f_fresh=-f[..., j], dtrak=np.zeros(m), target_id=np.arange(m),
+                 grid=grid)  # fmt: skip
+    (run / "scores" / "trak").mkdir(parents=True)
+    np.save(run / "scores" / "trak" / "scores.npy", scores)
+    plain = step_table(run, ["trak"], 10, n_boot=20)
+    centred = step_table(run, ["trak"], 10, centred=True, n_boot=20)
+    fresh = step_table(run, ["trak"], 10, ground_truth="f_fresh", n_boot=20)
+    direct = np.nanmean(lds_per_target(scores, masks[:10], f[..., :10]), axis=0)
+    assert plain["lds"].to_numpy() == pytest.approx(direct)
+    assert (plain["lds"] < 0.5).all()
+    assert centred["lds"].to_numpy() == pytest.approx(1.0)
+    assert fresh["lds"].to_numpy() == pytest.approx(-direct)

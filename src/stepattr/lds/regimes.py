@@ -13,6 +13,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
     python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
     python -m stepattr.lds.regimes lambdas results trak 20 0.01 1 100 --dims 256 512 1024
     python -m stepattr.lds.regimes compare results:dtrak results:trak 20   # paired a - b
+    python -m stepattr.lds.regimes steps results 20 kfac pixel --centred   # protocol variants
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from stepattr.lds.ground_truth import (
 )
 from stepattr.lds.metric import (
     bootstrap_ceiling,
+    bootstrap_lds,
     bootstrap_lds_difference,
     lds_per_target,
     mean_lds_over_steps,
@@ -242,6 +244,50 @@ def compare_runs(
     return pd.DataFrame(out)
 
 
+def centre_over_targets(outputs: np.ndarray) -> np.ndarray:
+    """(m, ..., M) outputs minus their mean over the targets (axis 0), per subset model: what
+    moves every target together (training noise shared by all targets at high and low t)
+    drops out, and what is left is each target's response relative to the others'."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return outputs - outputs.mean(axis=0, keepdims=True)
+
+
+def step_table(
+    outdir: str | Path,
+    methods: Sequence[str],
+    scored_rows: int,
+    ground_truth: str = "f",
+    centred: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each method's per-step LDS (all targets, two-way CI) on the scored subsets below
+    ``scored_rows``, against the per-step ground truth ``ground_truth`` (``f``, or ``f_fresh``
+    under fresh noises), with ``centred`` both sides centred over the targets
+    (:func:`centre_over_targets`): protocol variants and power (fewer rows of a larger run)
+    read from a run's files without rerunning it."""
+    outdir = Path(outdir)
+    paths = output_files(outdir)
+    rows, f, _ = load_subset_outputs(paths, [p.stem for p in paths], ground_truth=ground_truth)
+    keep = rows < scored_rows
+    masks = load_masks(outdir / "subsets" / "masks.npy", rows[keep])
+    actual = -f[..., keep]
+    with np.load(paths[0]) as data:
+        grid = data["grid"].tolist()
+    out = []
+    for method in methods:
+        predicted = predicted_outputs(masks, np.load(outdir / "scores" / method / "scores.npy"))
+        if centred:
+            predicted, truth = centre_over_targets(predicted), centre_over_targets(actual)
+        else:
+            truth = actual
+        for g, step in enumerate(grid):
+            res = bootstrap_lds(predicted[:, g], truth[:, g], n_boot, seed)
+            out.append({"method": method, "step": step, "lds": res.lds,
+                        "ci_low": res.ci_low, "ci_high": res.ci_high})  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def regime_table(outdirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame([regime_row(d, n_boot, seed) for d in outdirs])
 
@@ -302,6 +348,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         side_a, side_b = (tuple(side.rsplit(":", 1)) for side in argv[1:3])
         table = compare_runs(side_a, side_b, int(argv[3]))
         print(table.round(3).to_string(index=False))
+        return
+    if argv[:1] == ["steps"]:  # steps <outdir> <scored rows> <method> ... [--centred] [--fresh]
+        flags = {"--centred", "--fresh"}
+        outdir, scored, *methods = [a for a in argv[1:] if a not in flags]
+        truth = "f_fresh" if "--fresh" in argv else "f"
+        table = step_table(outdir, methods, int(scored), truth, "--centred" in argv)
+        summary = table.groupby("method", sort=False).agg(
+            mean=("lds", "mean"), steps_ci_above_0=("ci_low", lambda lo: int((lo > 0).sum()))
+        )
+        print(table.pivot(index="method", columns="step", values="lds").round(3).to_string())
+        print(summary.round(3).to_string())
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdirs", nargs="+", help="screen runs (config/regimes/<regime>.yaml)")
