@@ -67,6 +67,7 @@ def test_ceiling_rows_and_markdown_share():
     assert len(steps) == 3 * 2 and len(whole) == 3
     assert {r["method"] for r in steps + whole} == {CEILING}
     assert ceiling_rows(f[..., :1], dtrak[..., :1], [900, 0], sets, 20, 0) == ([], [])
+    assert ceiling_rows(f, None, [900, 0], sets, n_boot=20, seed=0) == (steps, [])
     masks = rng.random((n_subsets, 30)) < 0.5
     scores = rng.standard_normal((m, g, 30))
     rows = steps + step_lds_rows("trak", scores, masks, f.mean(-1), [900, 0], sets, 20, 0)

@@ -412,7 +412,7 @@ def run_lds_tables(smk: Any) -> None:
     if ceiling_steps:
         labels[CEILING] = f"retraining ceiling (1 seed vs the other {n_seeds - 1})"
         ceiling_fresh, _ = ceiling_rows(
-            fresh_by_seed, dtrak_by_seed, targets.grid, targets.target_set, *boot
+            fresh_by_seed, None, targets.grid, targets.target_set, *boot
         )
         steps = pd.concat([pd.DataFrame(ceiling_steps), steps], ignore_index=True)
         fresh = pd.concat([pd.DataFrame(ceiling_fresh), fresh], ignore_index=True)

@@ -36,13 +36,13 @@ from stepattr.lds.ground_truth import (
 )
 from stepattr.lds.metric import (
     bootstrap_ceiling,
-    bootstrap_lds,
     bootstrap_lds_difference,
     lds_per_target,
     mean_lds_over_steps,
     predicted_outputs,
     spearman_rows,
 )
+from stepattr.lds.tables import step_lds_rows
 from stepattr.training.subsets import load_masks
 from stepattr.trak.scores import trak_scores_multi
 from stepattr.trak.storage import load_method_features, load_whole_loss
@@ -271,21 +271,19 @@ def step_table(
     rows, f, _ = load_subset_outputs(paths, [p.stem for p in paths], ground_truth=ground_truth)
     keep = rows < scored_rows
     masks = load_masks(outdir / "subsets" / "masks.npy", rows[keep])
-    actual = -f[..., keep]
+    losses = f[..., keep]
     with np.load(paths[0]) as data:
         grid = data["grid"].tolist()
+    # centring the scores over targets centres the predictions (masks @ scores is linear)
+    centre = centre_over_targets if centred else np.asarray
+    everyone = np.full(len(losses), "all")
     out = []
     for method in methods:
-        predicted = predicted_outputs(masks, np.load(outdir / "scores" / method / "scores.npy"))
-        if centred:
-            predicted, truth = centre_over_targets(predicted), centre_over_targets(actual)
-        else:
-            truth = actual
-        for g, step in enumerate(grid):
-            res = bootstrap_lds(predicted[:, g], truth[:, g], n_boot, seed)
-            out.append({"method": method, "step": step, "lds": res.lds,
-                        "ci_low": res.ci_low, "ci_high": res.ci_high})  # fmt: skip
-    return pd.DataFrame(out)
+        scores = np.load(outdir / "scores" / method / "scores.npy")
+        out += step_lds_rows(
+            method, centre(scores), masks, centre(losses), grid, everyone, n_boot, seed
+        )
+    return pd.DataFrame(out)[["method", "step", "lds", "ci_low", "ci_high"]]
 
 
 def regime_table(outdirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -86,7 +86,7 @@ def _grouped_rows(
 
 def ceiling_rows(
     f_by_seed: np.ndarray,
-    dtrak_by_seed: np.ndarray,
+    dtrak_by_seed: np.ndarray | None,
     grid: Sequence[int],
     target_set: np.ndarray,
     n_boot: int,
@@ -95,7 +95,8 @@ def ceiling_rows(
 ) -> tuple[list[dict], list[dict]]:
     """The retraining ceiling's per-step and D-TRAK-protocol rows (method ``ceiling``):
     :func:`stepattr.lds.metric.bootstrap_ceiling` of ``f_by_seed`` (m, G, M, s) and
-    ``dtrak_by_seed`` (m, M, s), per target group; none where s < 2."""
+    ``dtrak_by_seed`` (m, M, s), per target group; none where s < 2, and no D-TRAK-protocol
+    rows where ``dtrak_by_seed`` is None."""
     if f_by_seed.shape[-1] < 2:
         return [], []
 
@@ -106,6 +107,8 @@ def ceiling_rows(
         return bootstrap_ceiling(dtrak_by_seed[keep], n_boot, seed, level)
 
     steps = _grouped_rows(CEILING, per_step, len(grid), list(grid), target_set)
+    if dtrak_by_seed is None:
+        return steps, []
     return steps, _grouped_rows(CEILING, whole, 1, None, target_set)
 
 
