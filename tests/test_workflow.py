@@ -88,6 +88,10 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
     assert fresh[key].equals(lds[key])  # the same rows, scored against the fresh-noise f_t
     assert not np.allclose(fresh["lds"], lds["lds"], equal_nan=True)
     assert "## Against fresh noise" in (ci_run / "tables/lds.md").read_text()
+    # two seeds per subset (the default's, which ci.yaml inherits): the retraining ceiling
+    assert cfg["subsets"]["seeds"] >= 2 and "ceiling" in set(lds["method"])
+    assert "ceiling" in set(pd.read_csv(ci_run / "tables/lds_dtrak.csv")["method"])
+    assert "## Against the noise bound" in (ci_run / "tables/lds.md").read_text()
     paired = pd.read_csv(ci_run / "tables/lds_paired.csv")
     assert set(paired["reference"]) == {"trak"} and "ekfac" in set(paired["method"])
     assert len(paired) == (len(set(lds["method"])) - 1) * len(set(lds["target_set"])) * len(grid)
