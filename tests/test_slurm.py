@@ -18,6 +18,8 @@ import pytest
 import yaml
 from slurm_cluster import ACTIVE, SlurmCluster, SlurmJob, SlurmUnavailable, start_cluster
 
+from stepattr.workflow.configs import load_config
+
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "slurm" / "profile.yaml"
 SLOTS = 6  # jobs at once on 2 cores: ci jobs often start Python or wait for a status check
 SUBSET_JOB = re.compile(r"rule_retrain_wildcards_(\d+)_(\d+)")
@@ -194,7 +196,9 @@ def test_ci_dag_on_slurm_survives_a_cancelled_job(
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     for name in [model, *full]:
         assert_same_weights(outdir / "models" / name, reference / "models" / name)
-    assert len(list(outdir.glob("models/subset_*"))) == 6  # ci.yaml's 4 scored + 2 held out
+    subsets = load_config([repo / "config/ci.yaml"])["subsets"]  # 4 scored + 2 held out, x seeds
+    models = (subsets["count"] + subsets["heldout"]) * subsets["seeds"]
+    assert len(list(outdir.glob("models/subset_*"))) == models
 
     # every output up to the training rules is there and up to date
     again = run_snakemake("-n", *common, env=slurm_cluster.env)
