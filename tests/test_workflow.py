@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stepattr.lds.tables import CEILING
 from stepattr.workflow.configs import load_config
 
 CONFIGS = [
@@ -89,12 +90,12 @@ def test_whole_dag_on_ci_config(ci_run: Path, run_snakemake, repo: Path) -> None
     assert not np.allclose(fresh["lds"], lds["lds"], equal_nan=True)
     assert "## Against fresh noise" in (ci_run / "tables/lds.md").read_text()
     # two seeds per subset (the default's, which ci.yaml inherits): the retraining ceiling
-    assert cfg["subsets"]["seeds"] >= 2 and "ceiling" in set(lds["method"])
-    assert "ceiling" in set(pd.read_csv(ci_run / "tables/lds_dtrak.csv")["method"])
+    assert cfg["subsets"]["seeds"] >= 2 and CEILING in set(lds["method"])
+    assert CEILING in set(pd.read_csv(ci_run / "tables/lds_dtrak.csv")["method"])
     assert "## Against the noise bound" in (ci_run / "tables/lds.md").read_text()
     paired = pd.read_csv(ci_run / "tables/lds_paired.csv")
     assert set(paired["reference"]) == {"trak"} and "ekfac" in set(paired["method"])
-    compared = set(lds["method"]) - {"trak", "ceiling"}  # every method against TRAK
+    compared = set(lds["method"]) - {"trak", CEILING}  # every method against TRAK
     assert len(paired) == len(compared) * len(set(lds["target_set"])) * len(grid)
     for name in ("lds.png", "influencers.png", "transitions.png", "counterfactual.png"):
         assert (ci_run / "figures" / name).stat().st_size > 0, name
