@@ -200,6 +200,10 @@ def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
     np.save(tmp_path / "a" / "scores" / "pixel" / "whole_loss.npy", scores["b"].mean(axis=1))
     methods = compare_runs((tmp_path / "a", "trak"), (tmp_path / "a", "pixel"), 8, n_boot=50)
     pd.testing.assert_frame_equal(methods, table)  # the same scores, by method or by run
+    parts = compare_runs((tmp_path / "a", "trak"), (tmp_path / "a", "pixel"), 8, 50, parts=True)
+    pd.testing.assert_frame_equal(parts[table.columns], table)  # --parts only adds columns
+    halves = parts[["half_subsets", "half_targets"]].to_numpy()
+    assert (halves > 0).all() and (halves < 1).all()
     save_npz(tmp_path / "b" / "lds" / "outputs" / "subset_0_s0.npz", f=outputs[1][0],
              dtrak=outputs[0][1], target_id=np.arange(m), grid=grid)  # fmt: skip
     with pytest.raises(ValueError, match="do not share their subset outputs"):

@@ -625,3 +625,23 @@ def test_paired_difference_cancels_the_noise_both_methods_share():
     assert diff.ci_high - diff.ci_low < 0.5 * (own.ci_high - own.ci_low)
     same = bootstrap_lds_difference(better, better, actual, 50, 0)
     assert (same.difference, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_ci_by_one_axis_holds_the_other_fixed():
+    """resample=[axis]: with every target a copy of one, resampling only the targets cannot
+    move the difference (zero width) while resampling only the subsets does; both axes is the
+    default; an unknown axis is refused by name."""
+    rng = np.random.default_rng(5)
+    subsets = 16
+    actual = np.repeat(rng.normal(size=(1, subsets)), 8, axis=0)
+    shared = np.repeat(rng.normal(size=(1, subsets)), 8, axis=0)
+    a, b = actual + shared, actual + 2 * shared
+    by_targets = bootstrap_lds_difference(a, b, actual, 200, 0, resample=["targets"])
+    by_subsets = bootstrap_lds_difference(a, b, actual, 200, 0, resample=["subsets"])
+    assert by_targets.ci_low == pytest.approx(by_targets.ci_high)
+    assert by_targets.ci_low == pytest.approx(by_targets.difference)
+    assert by_subsets.ci_high - by_subsets.ci_low > 0.05
+    both = bootstrap_lds_difference(a, b, actual, 200, 0, resample=["subsets", "targets"])
+    assert both == bootstrap_lds_difference(a, b, actual, 200, 0)
+    with pytest.raises(ValueError, match="seeds"):
+        bootstrap_lds_difference(a, b, actual, 10, 0, resample=["seeds"])

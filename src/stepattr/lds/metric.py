@@ -27,6 +27,8 @@ from scipy.stats import rankdata
 
 from stepattr.core.settings import settings_from
 
+RESAMPLED_AXES = ("targets", "subsets")  # what a two-way bootstrap replicate draws anew
+
 
 @dataclass(frozen=True)
 class LdsSettings:
@@ -110,17 +112,24 @@ def two_way_bootstrap(
     n_boot: int,
     seed: int,
     level: float,
+    resample: Sequence[str] = RESAMPLED_AXES,
 ) -> tuple[float, float]:
     """Percentile CI of ``statistic(rows, cols)`` (rows (m, 1), cols (1, M) index arrays)
     over replicates that resample the targets and the subsets (the same subset columns for
-    every target, as the targets share them)."""
+    every target, as the targets share them). ``resample`` names the axes drawn anew (a
+    subset of :data:`RESAMPLED_AXES`); an axis left out is held at its full index, so a CI
+    over one axis alone says how much of the width that axis carries."""
+    unknown = set(resample) - set(RESAMPLED_AXES)
+    if unknown or not resample:
+        raise ValueError(f"resample = {list(resample)}: name one or both of {RESAMPLED_AXES}")
     rng = np.random.default_rng(seed)
     values = np.empty(n_boot)
+    all_rows, all_cols = np.arange(m)[:, None], np.arange(subsets)[None, :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for b in range(n_boot):
-            rows = rng.integers(0, m, m)[:, None]
-            cols = rng.integers(0, subsets, subsets)[None, :]
+            rows = rng.integers(0, m, m)[:, None] if "targets" in resample else all_rows
+            cols = rng.integers(0, subsets, subsets)[None, :] if "subsets" in resample else all_cols
             values[b] = statistic(rows, cols)
     tail = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(values, [tail, 1.0 - tail])
@@ -221,6 +230,7 @@ def bootstrap_lds_difference(
     n_boot: int,
     seed: int,
     level: float = 0.95,
+    resample: Sequence[str] = RESAMPLED_AXES,
 ) -> LDSDifference:
     """LDS of method a minus method b on the same subsets and targets, with a paired two-way
     percentile bootstrap CI: each replicate resamples the subsets and the targets once and
@@ -228,7 +238,8 @@ def bootstrap_lds_difference(
     share (which subsets and targets happened to be drawn) cancels in the difference.
 
     ``predicted_a``, ``predicted_b``, ``actual``: (targets, M). Targets where either
-    correlation is undefined are left out of both.
+    correlation is undefined are left out of both. ``resample``: as in
+    :func:`two_way_bootstrap`.
     """
     predicted_a, predicted_b, actual = (
         np.asarray(x, dtype=np.float64) for x in (predicted_a, predicted_b, actual)
@@ -244,7 +255,7 @@ def bootstrap_lds_difference(
         b = spearman_rows(predicted_b[rows, cols], actual[rows, cols])
         return float(np.nanmean(a - b))
 
-    lo, hi = two_way_bootstrap(difference, m, subsets, n_boot, seed, level)
+    lo, hi = two_way_bootstrap(difference, m, subsets, n_boot, seed, level, resample)
     whole = difference(np.arange(m)[:, None], np.arange(subsets)[None, :])
     return LDSDifference(whole, lo, hi, m)
 

@@ -13,6 +13,7 @@ protocol with their two-way CIs, and the measured cost of one subset model.
     python -m stepattr.lds.regimes lambdas results/regimes/two_class trak 24 0.1 1 10 100
     python -m stepattr.lds.regimes lambdas results trak 20 0.01 1 100 --dims 256 512 1024
     python -m stepattr.lds.regimes compare results:dtrak results:trak 20   # paired a - b
+    python -m stepattr.lds.regimes compare results:kfac results:pixel 20 --parts  # CI by axis
     python -m stepattr.lds.regimes steps results 20 kfac pixel --centred   # protocol variants
 """
 
@@ -35,6 +36,7 @@ from stepattr.lds.ground_truth import (
     subset_row_seed,
 )
 from stepattr.lds.metric import (
+    RESAMPLED_AXES,
     bootstrap_ceiling,
     bootstrap_lds_difference,
     lds_per_target,
@@ -205,13 +207,16 @@ def compare_runs(
     scored_rows: int,
     n_boot: int = 1000,
     seed: int = 0,
+    parts: bool = False,
 ) -> pd.DataFrame:
     """LDS of two (run, method) sides on the same subsets, targets and subset outputs (two
     methods of one run, or one method in a run and in its copy rerun with one attribution
     setting changed), and the paired difference a - b with its two-way CI
     (:func:`stepattr.lds.metric.bootstrap_lds_difference`): per grid step and on D-TRAK's
     whole-loss protocol, on the scored subsets (rows below ``scored_rows``), each side's
-    scores at the lambda (or damping) it chose."""
+    scores at the lambda (or damping) it chose. ``parts``: also the CI's half-width with only
+    the subsets resampled and with only the targets (``half_subsets``, ``half_targets``):
+    which of the two more of would narrow it."""
     runs = [Path(side_a[0]), Path(side_b[0])]
     paths = output_files(runs[0])
     rows, f, dtrak = load_subset_outputs(paths, [p.stem for p in paths])
@@ -241,6 +246,9 @@ def compare_runs(
             "lds_b": np.nanmean(spearman_rows(pred_b, actual)), "a_minus_b": diff.difference,
             "ci_low": diff.ci_low, "ci_high": diff.ci_high, "targets": diff.n_targets,
         })  # fmt: skip
+        for axis in RESAMPLED_AXES if parts else ():
+            one = bootstrap_lds_difference(pred_a, pred_b, actual, n_boot, seed, resample=[axis])
+            out[-1][f"half_{axis}"] = (one.ci_high - one.ci_low) / 2
     return pd.DataFrame(out)
 
 
@@ -342,9 +350,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(table.round(3).to_string())
         return
-    if argv[:1] == ["compare"]:  # compare <outdir>:<method> <outdir>:<method> <scored rows>
+    if argv[:1] == ["compare"]:  # compare <outdir>:<method> <outdir>:<method> <rows> [--parts]
         side_a, side_b = (tuple(side.rsplit(":", 1)) for side in argv[1:3])
-        table = compare_runs(side_a, side_b, int(argv[3]))
+        table = compare_runs(side_a, side_b, int(argv[3]), parts="--parts" in argv)
         print(table.round(3).to_string(index=False))
         return
     if argv[:1] == ["steps"]:  # steps <outdir> <scored rows> <method> ... [--centred] [--fresh]
