@@ -238,7 +238,7 @@
     add("ceiling", ceiling);
     const notes = [];
     if (!mine.length) notes.push(`${m.label} is not in the LDS table.`);
-    if (D.lds.ceiling) notes.push("ceiling: the retraining ceiling (seed agreement), the most any method can reach under seed noise.");
+    if (D.lds.ceiling) notes.push("ceiling: the retraining ceiling, how well one training seed's f_t predicts another's across subsets. A reference, not a bound: methods are scored against the seeds' mean, and can exceed it (tables/lds.md, \u201cAgainst the noise bound\u201d).");
     else notes.push("No retraining ceiling in this run (it needs subsets.seeds \u2265 2).");
     box.replaceChildren(el("h3", { text: `Linear datamodeling score at t = ${step}` }), table,
       ...notes.map((text) => el("p", { class: "note", text })));
