@@ -184,6 +184,7 @@ def test_compare_runs_pairs_one_method_across_two_runs(tmp_path):
         (tmp_path / "a", "trak"), (tmp_path / "b", "trak"), scored_rows=8, n_boot=50
     )
     assert table["step"].tolist() == ["900", "0", "whole loss"]
+    assert "half_subsets" not in table  # the axis parts only where asked for
     losses = np.stack([f[:, 1] for f, _ in outputs[:8]], axis=1)
     direct = np.nanmean(spearman_rows(predicted_outputs(masks[:8], scores["a"][:, 1]), -losses))
     assert table.loc[1, "lds_a"] == pytest.approx(direct)

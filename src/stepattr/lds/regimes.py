@@ -235,10 +235,10 @@ def compare_runs(
     with np.load(paths[0]) as data:
         grid = data["grid"].tolist()
     truth = -f[..., keep]  # the LDS correlates predictions with -loss
-    parts = [(str(t), [s[:, g] for s in scores], truth[:, g]) for g, t in enumerate(grid)]
-    parts.append(("whole loss", whole, -dtrak[:, keep]))
+    columns = [(str(t), [s[:, g] for s in scores], truth[:, g]) for g, t in enumerate(grid)]
+    columns.append(("whole loss", whole, -dtrak[:, keep]))
     out = []
-    for step, (a, b), actual in parts:
+    for step, (a, b), actual in columns:
         pred_a, pred_b = predicted_outputs(masks, a), predicted_outputs(masks, b)
         diff = bootstrap_lds_difference(pred_a, pred_b, actual, n_boot, seed)
         out.append({
